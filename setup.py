@@ -1,0 +1,4 @@
+"""Install script for ssl_zoo (metadata lives in pyproject.toml)."""
+from setuptools import setup
+
+setup()

@@ -1,0 +1,14 @@
+"""ssl_zoo: self- and semi-supervised image classification as Keras 3 layers and models.
+
+Example:
+>>> from ssl_zoo import SLAModel
+>>> model = SLAModel("resnet32_cifar", num_classes=10, transforms="rotation")
+"""
+
+from ssl_zoo import backbones, layers, losses, models
+from ssl_zoo.backbones import get_backbone, list_backbones
+from ssl_zoo.models import DAModel, MTModel, SLAModel, SupervisedModel
+from ssl_zoo.version import __version__
+
+__all__ = ["DAModel", "MTModel", "SLAModel", "SupervisedModel", "__version__",
+           "backbones", "get_backbone", "layers", "list_backbones", "losses", "models"]

@@ -1,0 +1,8 @@
+"""Models: subclassed `keras.Model`s trained with plain `fit`."""
+
+from ssl_zoo.models.base import BackboneModel
+from ssl_zoo.models.sla import DAModel, MTModel, SLAModel, TransformationModel
+from ssl_zoo.models.supervised import SupervisedModel
+
+__all__ = ["BackboneModel", "DAModel", "MTModel", "SLAModel", "SupervisedModel",
+           "TransformationModel"]

@@ -1,0 +1,58 @@
+"""Plain supervised classifier: the baseline every method is compared with."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from ssl_zoo.models.base import BackboneModel
+
+
+@keras.saving.register_keras_serializable(package="ssl_zoo")
+class SupervisedModel(BackboneModel):
+    """Backbone + linear classifier trained with cross-entropy.
+
+    Args:
+        backbone, num_classes, width, mean, std, sync_batchnorm: see `BackboneModel`.
+
+    Call args:
+        images: (B, H, W, 3) raw images on the 0..255 scale (uint8 or float).
+
+    Returns:
+        (B, num_classes) float32 logits.
+
+    Example:
+    >>> model = SupervisedModel("resnet32_cifar", num_classes=10, width=0.25)
+    >>> model.compile(optimizer="sgd")
+    >>> model(ops.zeros((2, 32, 32, 3))).shape
+    (2, 10)
+    """
+
+    def __init__(self, backbone="resnet32_cifar", num_classes=10, **kwargs):
+        super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
+        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    def build_heads(self, feature_shape):
+        self.build_layers(feature_shape, self.classifier)
+
+    def call(self, images, training=False):
+        images = self.check_images(images)
+        return ops.cast(self.classifier(self.features(images, training)), "float32")
+
+    def train_step(self, data):
+        x, y = self.unpack(data)
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            loss = self.ce(y, logits)
+        self.apply_loss(tape, loss)
+        self.loss_tracker.update_state(self.unscale(loss))
+        self.accuracy.update_state(y, logits)
+        return self.metric_results()
+
+    def test_step(self, data):
+        x, y = self.unpack(data)
+        logits = self(x, training=False)
+        self.loss_tracker.update_state(self.unscale(self.ce(y, logits)))
+        self.accuracy.update_state(y, logits)
+        return self.metric_results()

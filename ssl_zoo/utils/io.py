@@ -1,0 +1,133 @@
+"""Atomic file writes and file hashing.
+
+A reader never sees a half-written file: data goes to a temporary file in the same
+directory, is flushed and fsync'ed, then `os.replace`d over the target.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file that replaces `path` only if the block succeeds.
+
+    The temporary file lives in the directory of `path` (so `os.replace` is atomic on
+    POSIX), is flushed and fsync'ed before the rename, and is removed if the block
+    raises; `path` is then left as it was (absent, or its old contents).
+
+    Args:
+        path: destination file path; its directory is created if missing.
+        mode: "wb" (binary, default) or "w" (text, UTF-8).
+
+    Yields:
+        The open temporary file object.
+
+    Example:
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with atomic_write(p, "w") as f:
+    ...     _ = f.write("hello")
+    >>> open(p).read()
+    'hello'
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}.")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp", dir=directory)
+    try:
+        kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save_npy(path, array):
+    """Save `array` as a `.npy` file atomically (no pickles).
+
+    Args:
+        path: destination path (used verbatim: no ".npy" is appended).
+        array: array-like.
+
+    Returns:
+        The path written.
+
+    Example:
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> _ = atomic_save_npy(p, np.arange(3))
+    >>> np.load(p).tolist()
+    [0, 1, 2]
+    """
+    with atomic_write(path, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+    return path
+
+
+def atomic_write_json(path, obj, indent=2):
+    """Write `obj` as JSON atomically.
+
+    Args:
+        path: destination path.
+        obj: a JSON-serialisable object (numpy scalars and arrays are converted).
+        indent: JSON indentation.
+
+    Returns:
+        The path written.
+
+    Example:
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
+    >>> _ = atomic_write_json(p, {"a": 1})
+    >>> json.load(open(p))
+    {'a': 1}
+    """
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
+
+    text = json.dumps(obj, indent=indent, sort_keys=False, default=default) + "\n"
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    """Return the hex sha256 digest of a file, read in chunks.
+
+    Args:
+        path: file to hash.
+        chunk_size: bytes read at a time.
+
+    Returns:
+        64-character lowercase hex string.
+
+    Example:
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "e")
+    >>> _ = open(p, "wb").close()
+    >>> sha256_file(p)[:12]
+    'e3b0c44298fc'
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            h.update(chunk)
+    return h.hexdigest()
