@@ -1,0 +1,165 @@
+"""`ssl-zoo` command line: train | evaluate | export | list (absl flags live only here).
+
+Examples:
+    ssl-zoo train                                   # SLA on the embedded digits
+    ssl-zoo train --method=sla --dataset=../shared/data/cifar10-jpeg.zip \
+        --backbone=resnet32_cifar --epochs=30 --model_dir=runs/sla
+    ssl-zoo evaluate --model_path=runs/sla/model.keras --dataset=...
+    ssl-zoo export --model_path=runs/sla/model.keras --export_dir=out/sla
+    ssl-zoo list
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+COMMANDS = ("train", "evaluate", "export", "list")
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("method", "sla", "Method name (see `ssl-zoo list`).")
+flags.DEFINE_string("dataset", "digits",
+                    "Embedded 'digits', a tensorflow-datasets name prepared locally, an "
+                    "image folder root/<class>/* or root/<split>/<class>/*, a .zip "
+                    "archive of such folders, or a .npz file.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir.")
+flags.DEFINE_integer("image_size", None, "Resize images to this square size.")
+flags.DEFINE_string("train_split", "train", "Training split.")
+flags.DEFINE_string("test_split", "test", "Evaluation split ('val' is accepted too).")
+flags.DEFINE_integer("max_train_examples", None, "Train on a random subset.")
+flags.DEFINE_integer("max_test_examples", None, "Evaluate on a random subset.")
+flags.DEFINE_string("backbone", "resnet32_cifar", "Backbone name.")
+flags.DEFINE_float("width", 0.5, "Backbone width multiplier.")
+flags.DEFINE_integer("epochs", 8, "Training epochs.")
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
+flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (SGD, nesterov).")
+flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay.")
+flags.DEFINE_enum("schedule", "cosine", ["cosine", "step", "constant"], "LR schedule.")
+flags.DEFINE_string("augment", "auto", "Training view: auto|none|weak|strong|supcon.")
+flags.DEFINE_string("transforms", None, "SLA/DA/MT transformation set: rotation, "
+                    "color_permutation, rotation_color.")
+flags.DEFINE_bool("mixed_precision", False, "Train under mixed_float16.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
+                  "tf.distribute strategy.")
+flags.DEFINE_string("model_dir", None, "Checkpoints, backup (resume), TensorBoard logs, "
+                    "final model.keras and metrics.json.")
+flags.DEFINE_string("cache_dir", None, "Cache of decoded images (default ~/.cache/ssl_zoo).")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("model_path", None, "A saved .keras model (evaluate/export).")
+flags.DEFINE_string("export_dir", None, "SavedModel output directory (export).")
+flags.DEFINE_string("inference", None, "SLA inference mode for evaluate/export: single, "
+                    "aggregated or self_distill.")
+
+
+def _config():
+    from ssl_zoo.training import TrainConfig
+    method_kwargs = {}
+    if FLAGS.transforms:
+        method_kwargs["transforms"] = FLAGS.transforms
+    return TrainConfig(
+        method=FLAGS.method, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        image_size=FLAGS.image_size, train_split=FLAGS.train_split,
+        test_split=FLAGS.test_split, max_train_examples=FLAGS.max_train_examples,
+        max_test_examples=FLAGS.max_test_examples, backbone=FLAGS.backbone,
+        width=FLAGS.width, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
+        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+        weight_decay=FLAGS.weight_decay, schedule=FLAGS.schedule, augment=FLAGS.augment,
+        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        strategy=FLAGS.strategy, model_dir=FLAGS.model_dir, cache_dir=FLAGS.cache_dir,
+        seed=FLAGS.seed, method_kwargs=method_kwargs)
+
+
+def cmd_train():
+    from ssl_zoo.training import format_metrics, train_and_evaluate
+    out = train_and_evaluate(_config())
+    print(f"\n{FLAGS.method} on {FLAGS.dataset}: test metrics after "
+          f"{out['seconds']:.1f} s")
+    print(format_metrics(out["metrics"]))
+    if FLAGS.model_dir:
+        print(f"model and metrics written to {FLAGS.model_dir}")
+
+
+def _load_model():
+    import keras
+    import ssl_zoo  # noqa: F401  (registers the serialisable classes)
+    if not FLAGS.model_path:
+        raise app.UsageError("--model_path is required (a .keras file).")
+    if not os.path.exists(FLAGS.model_path):
+        raise app.UsageError(f"--model_path {FLAGS.model_path!r} does not exist.")
+    model = keras.models.load_model(FLAGS.model_path)
+    if FLAGS.inference:
+        if not hasattr(model, "inference"):
+            raise app.UsageError(f"{type(model).__name__} has no inference modes.")
+        model.inference = model._check_mode(FLAGS.inference)
+    return model
+
+
+def cmd_evaluate():
+    from ssl_zoo.data import load_arrays, make_pipeline
+    from ssl_zoo.training import format_metrics
+    model = _load_model()
+    test = load_arrays(FLAGS.dataset, split=FLAGS.test_split, data_dir=FLAGS.data_dir,
+                       image_size=FLAGS.image_size, cache_dir=FLAGS.cache_dir)
+    if test.info.num_classes != model.num_classes:
+        raise app.UsageError(f"The model has {model.num_classes} classes but "
+                             f"{FLAGS.dataset} has {test.info.num_classes}.")
+    metrics = model.evaluate(make_pipeline(test, FLAGS.batch_size, shuffle=False),
+                             return_dict=True, verbose=0)
+    print(format_metrics({k: float(v) for k, v in metrics.items()}))
+
+
+def cmd_export():
+    from ssl_zoo.export import export_model
+    if not FLAGS.export_dir:
+        raise app.UsageError("--export_dir is required.")
+    model = _load_model()
+    export_model(model, FLAGS.export_dir, image_size=FLAGS.image_size)
+    print(f"SavedModel written to {FLAGS.export_dir}")
+
+
+def cmd_list():
+    from ssl_zoo.backbones import list_backbones
+    from ssl_zoo.data import list_datasets
+    from ssl_zoo.models import METHODS
+    print("methods:")
+    for name in sorted(METHODS):
+        print(f"  {name:<12} {METHODS[name].description}")
+    print("backbones:\n  " + ", ".join(list_backbones()))
+    print("datasets:\n  " + ", ".join(list_datasets()) +
+          ", or a folder / .zip / .npz path")
+    try:
+        from ssl_zoo.presets import list_presets
+    except ImportError:
+        return
+    presets = list_presets()
+    if presets:
+        print("presets:")
+        for name, desc in presets.items():
+            print(f"  {name:<36} {desc}")
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        raise app.UsageError(f"usage: ssl-zoo {{{'|'.join(COMMANDS)}}} [--flags]; "
+                             f"got {argv[1:]!r}.")
+    if len(argv) > 2:
+        raise app.UsageError(f"Unexpected arguments {argv[2:]!r}.")
+    try:
+        {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export,
+         "list": cmd_list}[argv[1]]()
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"ssl-zoo {argv[1]}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

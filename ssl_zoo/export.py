@@ -1,0 +1,89 @@
+"""SavedModel export with a uint8 serving signature (resizing and normalisation inside).
+
+The exported directory loads without ssl_zoo: `tf.saved_model.load(path).serve(images)`
+or `keras.layers.TFSMLayer(path, call_endpoint="serve")`.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+
+def _trained_image_size(model):
+    build = model.get_build_config() or {}
+    shape = build.get("input_shape")
+    if shape and shape[1] is not None and shape[2] is not None:
+        return int(shape[1]), int(shape[2])
+    return None
+
+
+def export_model(model, path, image_size=None, inference=None):
+    """Writes `model` as a SavedModel whose `serve` signature takes uint8 images.
+
+    Signature `serve(images: uint8 [batch, H, W, 3])` -> {"probabilities": float32
+    [batch, num_classes], "features": float32 [batch, D]}. Images of any H, W are
+    resized (bilinear) to the size the model was trained on. The write is atomic: the
+    directory appears complete or not at all.
+
+    Args:
+        model: a built ssl_zoo model (has `features` and returns class logits).
+        path: output directory (replaced if it exists).
+        image_size: (H, W) or int to resize to; default: the model's build shape.
+        inference: for SLA models, 'single', 'aggregated' or 'self_distill'.
+
+    Returns:
+        `path`.
+
+    Example:
+    >>> export_model(model, "out/sla", inference="self_distill")  # doctest: +SKIP
+    >>> tf.saved_model.load("out/sla").serve(images)["probabilities"]  # doctest: +SKIP
+    """
+    if not model.built:
+        raise ValueError("Build the model (fit it or call it on a batch) before export.")
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    image_size = image_size or _trained_image_size(model)
+    if image_size is None:
+        raise ValueError("The model's input size is unknown; pass image_size=(H, W).")
+    call_kwargs = {}
+    if inference is not None:
+        if not hasattr(model, "inference"):
+            raise ValueError(f"{type(model).__name__} has no inference modes.")
+        call_kwargs["inference"] = model._check_mode(inference)
+    height, width = image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                name="images")])
+    def serve(images):
+        x = tf.cast(images, tf.float32)
+        x = tf.cond(tf.logical_and(tf.shape(x)[1] == height, tf.shape(x)[2] == width),
+                    lambda: x, lambda: tf.image.resize(x, (height, width)))
+        x = tf.ensure_shape(x, [None, height, width, 3])
+        logits = model(x, training=False, **call_kwargs)
+        features = model.features(x, training=False)
+        return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32)),
+                "features": tf.cast(features, tf.float32)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve)
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        archive.write_out(tmp, verbose=False)
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
+            os.replace(path, os.path.join(old, "x"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path

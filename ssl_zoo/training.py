@@ -1,0 +1,254 @@
+"""Training plumbing shared by the CLI, the examples and the benchmarks.
+
+`TrainConfig` holds one run's settings; `train_and_evaluate` loads the data, builds
+the method's model under the chosen precision and distribution strategy, fits it
+with checkpoints that survive interruption, evaluates it and writes the metrics.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ssl_zoo.models.registry import get_method
+from ssl_zoo.utils.io import atomic_write_json
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one training run (every field is also a CLI flag).
+
+    Example:
+    >>> cfg = TrainConfig(method="sla", dataset="digits", epochs=1)
+    >>> cfg.backbone
+    'resnet32_cifar'
+    """
+
+    method: str = "sla"
+    dataset: str = "digits"
+    data_dir: str = None
+    image_size: int = None
+    train_split: str = "train"
+    test_split: str = "test"
+    max_train_examples: int = None
+    max_test_examples: int = None
+    backbone: str = "resnet32_cifar"
+    width: float = 1.0
+    epochs: int = 10
+    steps_per_epoch: int = None
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    augment: str = "auto"
+    mixed_precision: bool = False
+    jit_compile: object = "auto"
+    strategy: str = "default"
+    model_dir: str = None
+    cache_dir: str = None
+    seed: int = 0
+    verbose: object = "auto"
+    method_kwargs: dict = dataclasses.field(default_factory=dict)
+
+
+def get_strategy(name):
+    """'default' | 'mirrored' (all local devices) | 'multiworker' (TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
+
+
+def parse_jit_compile(value):
+    """Maps 'auto'/'true'/'false' (or bools) to Keras' jit_compile argument."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    text = str(value).lower()
+    if text in ("true", "1", "yes", "xla"):
+        return True
+    if text in ("false", "0", "no", "graph"):
+        return False
+    if text == "auto":
+        return "auto"
+    raise ValueError(f"jit_compile must be auto, true or false; got {value!r}.")
+
+
+def make_optimizer(cfg, total_steps):
+    """SGD with momentum, decoupled weight decay and a cosine or step schedule."""
+    if cfg.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate,
+                                                    max(1, total_steps))
+    elif cfg.schedule == "step":  # the SLA recipe: x0.1 at 50% and 75% of training
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [int(total_steps * 0.5), int(total_steps * 0.75)],
+            [cfg.learning_rate, cfg.learning_rate * 0.1, cfg.learning_rate * 0.01])
+    elif cfg.schedule == "constant":
+        lr = cfg.learning_rate
+    else:
+        raise ValueError(f"Unknown schedule {cfg.schedule!r}; choose cosine, step or "
+                         f"constant.")
+    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True,
+                                weight_decay=cfg.weight_decay or None)
+
+
+class AtomicModelCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model at each epoch end; the file is replaced atomically."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_model_atomic(self.model, self.path)
+
+
+def save_model_atomic(model, path):
+    """`model.save(path)` through a temporary file, so a crash never leaves half a file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _subset(data, n, seed):
+    if n is None or n >= len(data.labels):
+        return data
+    idx = np.random.default_rng(seed).permutation(len(data.labels))[:n]
+    return data.subset(np.sort(idx))
+
+
+def load_data(cfg):
+    """(train ArrayDataset, test ArrayDataset) for the run's data set."""
+    from ssl_zoo.data import load_arrays
+    kw = dict(data_dir=cfg.data_dir, image_size=cfg.image_size, cache_dir=cfg.cache_dir)
+    train = load_arrays(cfg.dataset, split=cfg.train_split, **kw)
+    if cfg.image_size is None:
+        kw["image_size"] = train.images.shape[1]
+    test = load_arrays(cfg.dataset, split=cfg.test_split, **kw)
+    train = _subset(train, cfg.max_train_examples, cfg.seed)
+    test = _subset(test, cfg.max_test_examples, cfg.seed + 1)
+    return train, test
+
+
+def train_view(cfg, spec):
+    if cfg.augment == "auto":
+        # Flips and shifts of 8x8 digits change what they depict; leave them plain.
+        return "none" if cfg.dataset == "digits" and spec.view == "weak" else spec.view
+    return cfg.augment
+
+
+def build_model(cfg, info, spec=None, sync_batchnorm=False):
+    """Builds the method's model for a data set described by `info` (DatasetInfo)."""
+    spec = spec or get_method(cfg.method)
+    kwargs = {**spec.defaults, **cfg.method_kwargs}
+    return spec.model_class(backbone=cfg.backbone, num_classes=info.num_classes,
+                            width=cfg.width, mean=info.mean, std=info.std,
+                            sync_batchnorm=sync_batchnorm, **kwargs)
+
+
+def train_and_evaluate(cfg, log=print):
+    """Trains `cfg.method` on `cfg.dataset` and evaluates it on the test split.
+
+    Returns:
+        dict with 'metrics' (test metrics), 'history', 'model', 'info', 'seconds'.
+
+    Example:
+    >>> out = train_and_evaluate(TrainConfig(method="sla", dataset="digits",
+    ...                          width=0.25, epochs=1))  # doctest: +SKIP
+    >>> sorted(out["metrics"])  # doctest: +SKIP
+    ['aggregated_accuracy', 'joint_accuracy', 'loss', 'self_distill_accuracy', ...]
+    """
+    from ssl_zoo.data import make_pipeline
+
+    spec = get_method(cfg.method)
+    start = time.time()
+    keras.utils.set_random_seed(cfg.seed)
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if cfg.mixed_precision else "float32")
+    strategy = get_strategy(cfg.strategy)
+    replicas = strategy.num_replicas_in_sync
+
+    train, test = load_data(cfg)
+    info = train.info
+    log(f"data: {cfg.dataset} train={len(train.labels)} test={len(test.labels)} "
+        f"classes={info.num_classes} image={tuple(train.images.shape[1:])}")
+    view = train_view(cfg, spec)
+    # One endless shuffled stream; an epoch is `steps` batches, so no epoch runs dry.
+    train_ds = make_pipeline(train, cfg.batch_size, view=view, num_views=spec.num_views,
+                             shuffle=True, seed=cfg.seed, drop_remainder=True,
+                             repeat=True)
+    steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
+
+    with strategy.scope():
+        model = build_model(cfg, info, spec, sync_batchnorm=replicas > 1)
+        model.compile(optimizer=make_optimizer(cfg, steps * cfg.epochs),
+                      jit_compile=parse_jit_compile(cfg.jit_compile))
+
+    callbacks = []
+    if cfg.model_dir:
+        os.makedirs(cfg.model_dir, exist_ok=True)
+        callbacks += [
+            keras.callbacks.BackupAndRestore(os.path.join(cfg.model_dir, "backup")),
+            keras.callbacks.TensorBoard(os.path.join(cfg.model_dir, "logs")),
+            AtomicModelCheckpoint(os.path.join(cfg.model_dir, "checkpoint.keras")),
+        ]
+    log(f"training {cfg.method} ({spec.model_class.__name__}, {cfg.backbone} x{cfg.width}) "
+        f"for {cfg.epochs} epochs x {steps} steps, batch {cfg.batch_size}, "
+        f"{replicas} replica(s), view={view}")
+    verbose = cfg.verbose
+    if verbose == "auto":  # a live progress bar on a terminal, one line per epoch in logs
+        verbose = 1 if sys.stdout.isatty() else 2
+    history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
+                        callbacks=callbacks, verbose=verbose, shuffle=False)
+    metrics = evaluate(model, spec, train, test, cfg)
+    seconds = time.time() - start
+    if cfg.model_dir:
+        save_model_atomic(model, os.path.join(cfg.model_dir, "model.keras"))
+        atomic_write_json(os.path.join(cfg.model_dir, "metrics.json"), {
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "config": _jsonable(dataclasses.asdict(cfg)),
+            "dataset": info.to_dict(),
+            "seconds": seconds,
+        })
+    return {"metrics": metrics, "history": history.history, "model": model,
+            "info": info, "seconds": seconds}
+
+
+def evaluate(model, spec, train, test, cfg):
+    """Test metrics of a trained model: `model.evaluate`, or a linear probe."""
+    from ssl_zoo.data import make_pipeline
+    if spec.evaluation == "linear_probe":
+        from ssl_zoo.models.linear_probe import linear_probe
+        return linear_probe(model, train, test, num_classes=train.info.num_classes,
+                            batch_size=cfg.batch_size)
+    test_ds = make_pipeline(test, cfg.batch_size, view="none", shuffle=False)
+    return {k: float(v) for k, v in
+            model.evaluate(test_ds, return_dict=True, verbose=0).items()}
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def format_metrics(metrics):
+    """A small aligned table of metric name -> value."""
+    width = max(len(k) for k in metrics)
+    return "\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in sorted(metrics.items()))
