@@ -3,7 +3,7 @@
 One run, same backbone, budget and seed for every method, on the real CIFAR-10 in
 ../shared/data. Writes benchmarks/results/sla.json and prints a markdown table.
 
-    python benchmarks/sla.py                      # the documented budget (~1 h, 2 CPU cores)
+    python benchmarks/sla.py                      # the documented budget (~40 min on 2 CPU cores)
     python benchmarks/sla.py --quick              # a couple of minutes
     python benchmarks/sla.py --skip_accuracy      # speed ratios only
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, _REPO)
 flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
                     "CIFAR-10 archive/folder.")
 flags.DEFINE_float("width", 0.5, "ResNet-32 width multiplier.")
-flags.DEFINE_integer("epochs", 6, "Epochs per method.")
+flags.DEFINE_integer("epochs", 5, "Epochs per method.")
 flags.DEFINE_integer("train_examples", 10000, "Training subset size.")
 flags.DEFINE_integer("test_examples", 10000, "Test subset size.")
 flags.DEFINE_integer("batch_size", 64, "Batch size before the x M expansion.")

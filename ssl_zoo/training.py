@@ -6,6 +6,7 @@ with checkpoints that survive interruption, evaluates it and writes the metrics.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -199,6 +200,8 @@ def train_and_evaluate(cfg, log=print):
 
     with strategy.scope():
         model = build_model(cfg, info, spec, sync_batchnorm=replicas > 1)
+        # Built up front so BackupAndRestore can restore into it.
+        model.build(tuple(train_ds.element_spec[0].shape))
         model.compile(optimizer=make_optimizer(cfg, steps * cfg.epochs),
                       jit_compile=parse_jit_compile(cfg.jit_compile))
 
@@ -207,9 +210,13 @@ def train_and_evaluate(cfg, log=print):
         os.makedirs(cfg.model_dir, exist_ok=True)
         callbacks += [
             keras.callbacks.BackupAndRestore(os.path.join(cfg.model_dir, "backup")),
-            keras.callbacks.TensorBoard(os.path.join(cfg.model_dir, "logs")),
             AtomicModelCheckpoint(os.path.join(cfg.model_dir, "checkpoint.keras")),
         ]
+        if importlib.util.find_spec("tensorboard") is not None:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(cfg.model_dir, "logs")))
+        else:
+            log("tensorboard is not installed: no TensorBoard logs "
+                "(pip install tensorboard, or ssl_zoo[tensorboard])")
     log(f"training {cfg.method} ({spec.model_class.__name__}, {cfg.backbone} x{cfg.width}) "
         f"for {cfg.epochs} epochs x {steps} steps, batch {cfg.batch_size}, "
         f"{replicas} replica(s), view={view}")

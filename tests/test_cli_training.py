@@ -1,0 +1,121 @@
+"""End-to-end checks of the training plumbing, the `ssl-zoo` CLI and SavedModel export."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from ssl_zoo import SLAModel
+from ssl_zoo.export import export_model
+from ssl_zoo.training import TrainConfig, parse_jit_compile, train_and_evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ssl_zoo.cli", *args], env=ENV,
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_train_and_evaluate_writes_model_and_metrics(tmp_path):
+    cfg = TrainConfig(method="sla", dataset="digits", width=0.125, epochs=2,
+                      steps_per_epoch=3, batch_size=16, model_dir=str(tmp_path),
+                      cache_dir=str(tmp_path / "cache"), verbose=0,
+                      max_test_examples=64)
+    out = train_and_evaluate(cfg, log=lambda s: None)
+    for key in ("single_accuracy", "aggregated_accuracy", "self_distill_accuracy",
+                "joint_accuracy", "loss"):
+        assert key in out["metrics"]
+    saved = json.load(open(tmp_path / "metrics.json"))
+    assert saved["metrics"]["aggregated_accuracy"] == pytest.approx(
+        out["metrics"]["aggregated_accuracy"])
+    assert saved["config"]["method"] == "sla"
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    assert isinstance(reloaded, SLAModel)
+    # the checkpoint and the backup of an interrupted run are there too
+    assert (tmp_path / "checkpoint.keras").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_unknown_method_and_strategy_are_named():
+    with pytest.raises(ValueError, match="Unknown method 'nope'.*sla"):
+        train_and_evaluate(TrainConfig(method="nope"))
+    with pytest.raises(ValueError, match="jit_compile must be"):
+        parse_jit_compile("maybe")
+    assert parse_jit_compile("true") is True and parse_jit_compile("auto") == "auto"
+
+
+def test_cli_train_evaluate_export_list(tmp_path):
+    model_dir = tmp_path / "run"
+    common = [f"--cache_dir={tmp_path / 'cache'}"]
+    r = _cli("train", "--width=0.125", "--epochs=1", "--steps_per_epoch=2",
+             "--batch_size=16", f"--model_dir={model_dir}", "--max_test_examples=64",
+             *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "aggregated_accuracy" in r.stdout and "self_distill_accuracy" in r.stdout
+    assert (model_dir / "metrics.json").exists()
+
+    r = _cli("evaluate", f"--model_path={model_dir / 'model.keras'}", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "single_accuracy" in r.stdout
+
+    r = _cli("export", f"--model_path={model_dir / 'model.keras'}",
+             f"--export_dir={tmp_path / 'export'}", "--inference=aggregated")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "export" / "saved_model.pb").exists()
+
+    r = _cli("list")
+    assert r.returncode == 0 and "sla" in r.stdout and "resnet32_cifar" in r.stdout
+
+
+def test_cli_bad_input_is_a_named_error(tmp_path):
+    r = _cli("train", "--dataset=no_such_set", f"--cache_dir={tmp_path}")
+    assert r.returncode == 2
+    assert "no_such_set" in r.stderr and "digits" in r.stderr
+    r = _cli("train", f"--dataset={tmp_path / 'missing_dir'}")
+    assert r.returncode == 2 and "missing_dir" in r.stderr
+    r = _cli("frobnicate")
+    assert r.returncode != 0 and "usage" in (r.stderr + r.stdout).lower()
+
+
+def test_export_reloads_without_ssl_zoo(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = SLAModel("resnet32_cifar", num_classes=5, width=0.125)
+    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3)).astype("uint8")
+    model(images.astype("float32"))
+    expected = {mode: keras.ops.convert_to_numpy(keras.ops.softmax(
+        model(images.astype("float32"), inference=mode))) for mode in
+        ("single", "aggregated", "self_distill")}
+    np.save(tmp_path / "images.npy", images)
+    for mode, probs in expected.items():
+        export_model(model, tmp_path / mode, inference=mode)
+        np.save(tmp_path / f"{mode}.npy", probs)
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, tensorflow as tf, keras
+        images = np.load({str(tmp_path / 'images.npy')!r})
+        for mode in ("single", "aggregated", "self_distill"):
+            path = {str(tmp_path)!r} + "/" + mode
+            loaded = tf.saved_model.load(path)
+            out = loaded.serve(tf.constant(images))
+            ref = np.load(path + ".npy")
+            np.testing.assert_allclose(out["probabilities"].numpy(), ref, atol=1e-5)
+            layer = keras.layers.TFSMLayer(path, call_endpoint="serve")
+            out2 = layer(tf.constant(images))
+            np.testing.assert_allclose(out2["probabilities"].numpy(), ref, atol=1e-5)
+            # larger images are resized inside the signature
+            big = tf.image.resize(images, (32, 32)).numpy().astype("uint8")
+            assert out["features"].shape[0] == 3
+            assert loaded.serve(big)["probabilities"].shape == (3, 5)
+        assert "ssl_zoo" not in sys.modules
+        print("ok")
+    """)
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                       text=True, timeout=300, cwd=str(tmp_path))
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
