@@ -58,13 +58,20 @@ def accuracy_runs(cfg_kwargs):
     return rows
 
 
-def _time(fn, steps):
-    fn()  # trace / compile
-    fn()
-    start = time.perf_counter()
-    for _ in range(steps):
+def _time_interleaved(fns, steps, rounds=3):
+    """Seconds per call of each fn: rounds alternate between the fns (so load from
+    other processes hits all of them alike) and the fastest round counts."""
+    for fn in fns.values():  # trace / compile, then one warm call
         fn()
-    return (time.perf_counter() - start) / steps
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return best
 
 
 def speed(jit, width, batch, size, steps):
@@ -82,17 +89,17 @@ def speed(jit, width, batch, size, steps):
     m = sla.num_transforms
     x_exp = sla.transformations(x).numpy()
     y_exp = np.repeat(y, m)
-    t_sla = _time(lambda: sla.train_on_batch(x, y), steps)
-    t_ce = _time(lambda: sup.train_on_batch(x_exp, y_exp), steps)
-
     def infer(model, mode=None):
         kw = {} if mode is None else {"inference": mode}
         f = tf.function(lambda t: model(t, training=False, **kw), jit_compile=jit is True)
         return lambda: f(tf.constant(x)).numpy()
 
-    t_sup_inf = _time(infer(sup), steps)
-    t_sd_inf = _time(infer(sla, "self_distill"), steps)
-    t_ag_inf = _time(infer(sla, "aggregated"), steps)
+    t = _time_interleaved({"sla": lambda: sla.train_on_batch(x, y),
+                           "ce": lambda: sup.train_on_batch(x_exp, y_exp)}, steps)
+    t_sla, t_ce = t["sla"], t["ce"]
+    t = _time_interleaved({"sup": infer(sup), "sd": infer(sla, "self_distill"),
+                           "ag": infer(sla, "aggregated")}, steps)
+    t_sup_inf, t_sd_inf, t_ag_inf = t["sup"], t["sd"], t["ag"]
     return {
         "jit_compile": jit, "batch": batch, "expanded_batch": batch * m, "width": width,
         "sla_step_s": t_sla, "ce_step_on_expanded_batch_s": t_ce,

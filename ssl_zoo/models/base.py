@@ -149,6 +149,18 @@ class BackboneModel(keras.Model):
     def metric_results(self):
         return {m.name: m.result() for m in self.metrics}
 
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def from_preset(cls, name, num_classes=None, image_size=None, **kwargs):
+        """Builds a pretrained model from `ssl_zoo.presets` (sha256-verified weights).
+
+        Example:
+        >>> model = SLAModel.from_preset("sla_rotation_resnet32_cifar10")  # doctest: +SKIP
+        """
+        from ssl_zoo.presets import load_preset
+        return load_preset(name, cls=cls, num_classes=num_classes, image_size=image_size,
+                           **kwargs)
+
     # ------------------------------------------------------------------ config
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,123 @@
+"""Trains the shipped presets on the real CIFAR-10 and writes them to pretrained/.
+
+    python benchmarks/train_presets.py                       # all presets (~25 min, 2 CPU cores)
+    python benchmarks/train_presets.py --presets=sla_rotation_resnet32_cifar10
+
+Each preset records the command, the budget and the accuracy this script measured on
+the whole CIFAR-10 test split and on the fixed slice that tests/test_presets.py checks
+(every 20th test image: 500 images over all classes).
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
+                    "CIFAR-10 archive.")
+flags.DEFINE_list("presets", ["supervised_resnet32_cifar10", "sla_rotation_resnet32_cifar10",
+                              "supcon_resnet32_cifar10"], "Presets to train.")
+flags.DEFINE_float("width", 0.5, "ResNet-32 width multiplier.")
+flags.DEFINE_integer("epochs", 5, "Epochs.")
+flags.DEFINE_integer("train_examples", 10000, "Training subset (random, seed 0).")
+flags.DEFINE_string("out", os.path.join(_REPO, "pretrained"), "Presets directory.")
+FLAGS = flags.FLAGS
+
+SLICE_STEP = 20  # the fixed evaluation slice: test images 0, 20, 40, ...
+PAPERS = {
+    "supervised": "He et al., Deep Residual Learning, CVPR 2016 (arXiv 1512.03385)",
+    "sla": "Lee, Hwang & Shin, Self-supervised Label Augmentation via Input "
+           "Transformations, ICML 2020 (arXiv 1910.05872)",
+    "supcon": "Khosla et al., Supervised Contrastive Learning, NeurIPS 2020 "
+              "(arXiv 2004.11362)",
+}
+
+
+def evaluation_slice(test):
+    return test.subset(np.arange(0, len(test.labels), SLICE_STEP))
+
+
+def accuracies(model, data, modes=(None,)):
+    import keras
+    out = {}
+    for mode in modes:
+        kw = {} if mode is None else {"inference": mode}
+        logits = np.concatenate([
+            keras.ops.convert_to_numpy(model(data.images[i:i + 500].astype("float32"),
+                                             training=False, **kw))
+            for i in range(0, len(data.labels), 500)])
+        out[mode or "top1"] = float(np.mean(logits.argmax(-1) == data.labels))
+    return out
+
+
+def main(_):
+    from ssl_zoo.presets import save_preset
+    from ssl_zoo.training import TrainConfig, load_data, train_and_evaluate
+    common = dict(dataset=FLAGS.data, width=FLAGS.width, epochs=FLAGS.epochs,
+                  batch_size=64, learning_rate=0.1, augment="weak",
+                  max_train_examples=FLAGS.train_examples, verbose=2, seed=0)
+    budget = (f"ResNet-32 width {FLAGS.width}, {FLAGS.train_examples} random CIFAR-10 "
+              f"training images (seed 0), {FLAGS.epochs} epochs, batch 64, SGD nesterov "
+              f"lr 0.1 cosine, wd 1e-4, 2 CPU cores")
+    for name in FLAGS.presets:
+        method = {"supervised_resnet32_cifar10": "supervised",
+                  "sla_rotation_resnet32_cifar10": "sla",
+                  "supcon_resnet32_cifar10": "supcon"}[name]
+        start = time.time()
+        cfg = TrainConfig(method=method, **common)
+        out = train_and_evaluate(cfg, log=lambda s: print("  " + s, flush=True))
+        model, info = out["model"], out["info"]
+        _, test = load_data(TrainConfig(dataset=FLAGS.data, seed=0))
+        sl = evaluation_slice(test)
+        if method == "supcon":
+            model = out["metrics"].pop("probe")
+            full, on_slice = {"top1": out["metrics"]["top1"]}, accuracies(model, sl)
+            description = ("SupCon ResNet-32 encoder + linear probe, CIFAR-10 "
+                           f"(top-1 {100 * full['top1']:.1f}% at a CPU budget)")
+        elif method == "sla":
+            modes = ("self_distill", "aggregated", "single")
+            full, on_slice = accuracies(model, test, modes), accuracies(model, sl, modes)
+            description = ("SLA+SD rotation ResNet-32, CIFAR-10 (SD "
+                           f"{100 * full['self_distill']:.1f}% / AG "
+                           f"{100 * full['aggregated']:.1f}% at a CPU budget)")
+        else:
+            full, on_slice = accuracies(model, test), accuracies(model, sl)
+            description = (f"Supervised ResNet-32, CIFAR-10 (top-1 "
+                           f"{100 * full['top1']:.1f}% at a CPU budget)")
+        flags_txt = (f"--presets={name} --width={FLAGS.width} --epochs={FLAGS.epochs} "
+                     f"--train_examples={FLAGS.train_examples}")
+        meta = {
+            "description": description,
+            "class_name": type(model).__name__,
+            "method": method,
+            "backbone": "resnet32_cifar", "width": FLAGS.width,
+            "dataset": "CIFAR-10 (JPEG re-encoding, ../shared/data/cifar10-jpeg.zip)",
+            "train_split": f"train, random subset of {FLAGS.train_examples}",
+            "test_split": "test (10,000 images)",
+            "num_classes": info.num_classes, "class_names": info.class_names,
+            "input_shape": [32, 32, 3],
+            "preprocessing": {"input": "uint8 or float RGB on the 0..255 scale, 32x32",
+                              "channel_order": "RGB", "mean": list(info.mean),
+                              "std": list(info.std), "normalisation": "inside the model"},
+            "training_command": f"python benchmarks/train_presets.py {flags_txt}",
+            "budget": budget,
+            "train_seconds": round(time.time() - start, 1),
+            "metrics_test": full,
+            "metrics_slice": on_slice,
+            "slice": f"every {SLICE_STEP}th CIFAR-10 test image in loader order "
+                     f"({len(sl.labels)} images)",
+            "paper": PAPERS[method],
+        }
+        path = save_preset(model, name, meta, root=FLAGS.out)
+        print(f"{name}: test {full}, slice {on_slice} -> {path}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
