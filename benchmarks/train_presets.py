@@ -1,6 +1,6 @@
 """Trains the shipped presets on the real CIFAR-10 and writes them to pretrained/.
 
-    python benchmarks/train_presets.py                       # all presets (~25 min, 2 CPU cores)
+    python benchmarks/train_presets.py                       # all presets (~35 min, 2 CPU cores)
     python benchmarks/train_presets.py --presets=sla_rotation_resnet32_cifar10
 
 Each preset records the command, the budget and the accuracy this script measured on
@@ -25,7 +25,7 @@ flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10
 flags.DEFINE_list("presets", ["supervised_resnet32_cifar10", "sla_rotation_resnet32_cifar10",
                               "supcon_resnet32_cifar10"], "Presets to train.")
 flags.DEFINE_float("width", 0.5, "ResNet-32 width multiplier.")
-flags.DEFINE_integer("epochs", 5, "Epochs.")
+flags.DEFINE_integer("epochs", 8, "Epochs.")
 flags.DEFINE_integer("train_examples", 10000, "Training subset (random, seed 0).")
 flags.DEFINE_string("out", os.path.join(_REPO, "pretrained"), "Presets directory.")
 FLAGS = flags.FLAGS

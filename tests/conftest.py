@@ -30,7 +30,11 @@ def shared_data():
 
 @pytest.fixture
 def two_replica_strategy():
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reduce through one device, not with collective ops: a second MirroredStrategy in
+    # the same process reuses collective instance keys registered by the first with
+    # other shapes ("Shape mismatch in the collective instance ...").
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 @pytest.fixture(autouse=True)

@@ -52,6 +52,23 @@ class BackboneModel(keras.Model):
         self.build_heads((None, self.feature_dim))
         self.built = True
 
+    def _ensure_built(self):
+        # train/test steps call the sub-layers directly, never `self(x)`, so without
+        # a strategy Keras never builds the model: it would stay unbuilt after fit(),
+        # and a saved .keras file (no build config) would reload with re-initialised
+        # heads. Build eagerly, before tracing: head variables created inside the
+        # traced step break the next fit() once a first trace has failed.
+        if not self.built:
+            self.build((None, None, None, len(self.normalizer.mean)))
+
+    def make_train_function(self, force=False):
+        self._ensure_built()
+        return super().make_train_function(force=force)
+
+    def make_test_function(self, force=False):
+        self._ensure_built()
+        return super().make_test_function(force=force)
+
     def build_heads(self, feature_shape):
         """Builds the subclass' heads for features of `feature_shape`."""
 
