@@ -196,3 +196,34 @@ class BackboneModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class LinearClassifierMixin:
+    """An N-way linear classifier on the backbone features (one-pass inference).
+
+    Mixed into `BackboneModel` subclasses (supervised, DA, MT): `add_classifier()`
+    in `__init__` creates `classifier` and the `accuracy` metric; `call` returns the
+    float32 logits of the untransformed images and `test_step` scores them.
+    """
+
+    def add_classifier(self):
+        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    def classify(self, features):
+        return ops.cast(self.classifier(features), "float32")
+
+    def build_heads(self, feature_shape):
+        self.build_layers(feature_shape, self.classifier)
+
+    def call(self, images, training=False):
+        images = self.check_images(images)
+        return self.classify(self.features(images, training))
+
+    def test_step(self, data):
+        x, y = self.unpack(data)
+        logits = self(x, training=False)
+        self.loss_tracker.update_state(self.unscale(self.ce(y, logits)))
+        self.accuracy.update_state(y, logits)
+        return self.metric_results()

@@ -15,7 +15,7 @@ from ssl_zoo.layers.heads import (AggregatedInference, JointLabelHead, SelfDisti
                                   single_logits)
 from ssl_zoo.layers.transforms import InputTransformations
 from ssl_zoo.losses.self_distill import SelfDistillationLoss
-from ssl_zoo.models.base import BackboneModel
+from ssl_zoo.models.base import BackboneModel, LinearClassifierMixin
 
 INFERENCE_MODES = ("single", "aggregated", "self_distill")
 
@@ -190,7 +190,7 @@ class SLAModel(TransformationModel):
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
-class DAModel(TransformationModel):
+class DAModel(LinearClassifierMixin, TransformationModel):
     """DA baseline: transformations as label-preserving augmentation.
 
     Trains an N-way head on all B*M transformed images with the original labels;
@@ -206,37 +206,22 @@ class DAModel(TransformationModel):
                  **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes,
                          transforms=transforms, **kwargs)
-        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-
-    def build_heads(self, feature_shape):
-        self.build_layers(feature_shape, self.classifier)
-
-    def call(self, images, training=False):
-        images = self.check_images(images)
-        return ops.cast(self.classifier(self.features(images, training)), "float32")
+        self.add_classifier()
 
     def train_step(self, data):
         x, y = self.unpack(data)
         y_rep = self.transformations.repeat_labels(y)
         with tf.GradientTape() as tape:
-            logits = ops.cast(self.classifier(self.expanded_features(x, True)), "float32")
+            logits = self.classify(self.expanded_features(x, True))
             loss = self.ce(y_rep, logits)
         self.apply_loss(tape, loss)
         self.loss_tracker.update_state(self.unscale(loss))
         self.accuracy.update_state(y_rep, logits)
         return self.metric_results()
 
-    def test_step(self, data):
-        x, y = self.unpack(data)
-        logits = self(x, training=False)
-        self.loss_tracker.update_state(self.unscale(self.ce(y, logits)))
-        self.accuracy.update_state(y, logits)
-        return self.metric_results()
-
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
-class MTModel(TransformationModel):
+class MTModel(LinearClassifierMixin, TransformationModel):
     """MT baseline: a class head and a separate transformation head, losses summed.
 
     L = CE(class head(t_j(x)), y) + CE(transform head(t_j(x)), j), averaged over the
@@ -252,25 +237,20 @@ class MTModel(TransformationModel):
                  **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes,
                          transforms=transforms, **kwargs)
-        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        self.add_classifier()
         self.transform_head = keras.layers.Dense(self.num_transforms,
                                                  name="transform_head")
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.transform_accuracy = keras.metrics.SparseCategoricalAccuracy(
             name="transform_accuracy")
 
     def build_heads(self, feature_shape):
         self.build_layers(feature_shape, self.classifier, self.transform_head)
 
-    def call(self, images, training=False):
-        images = self.check_images(images)
-        return ops.cast(self.classifier(self.features(images, training)), "float32")
-
     def _step(self, x, y, training):
         y_rep = self.transformations.repeat_labels(y)
         t = self.transformations.transform_labels(ops.shape(x)[0])
         features = self.expanded_features(x, training)
-        cls = ops.cast(self.classifier(features), "float32")
+        cls = self.classify(features)
         trf = ops.cast(self.transform_head(features), "float32")
         loss = self.ce(y_rep, cls) + self.ce(t, trf)
         return loss, (y_rep, cls, t, trf)

@@ -2,13 +2,12 @@
 
 import keras
 import tensorflow as tf
-from keras import ops
 
-from ssl_zoo.models.base import BackboneModel
+from ssl_zoo.models.base import BackboneModel, LinearClassifierMixin
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
-class SupervisedModel(BackboneModel):
+class SupervisedModel(LinearClassifierMixin, BackboneModel):
     """Backbone + linear classifier trained with cross-entropy.
 
     Args:
@@ -29,16 +28,7 @@ class SupervisedModel(BackboneModel):
 
     def __init__(self, backbone="resnet32_cifar", num_classes=10, **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
-        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
-        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-
-    def build_heads(self, feature_shape):
-        self.build_layers(feature_shape, self.classifier)
-
-    def call(self, images, training=False):
-        images = self.check_images(images)
-        return ops.cast(self.classifier(self.features(images, training)), "float32")
+        self.add_classifier()
 
     def train_step(self, data):
         x, y = self.unpack(data)
@@ -47,12 +37,5 @@ class SupervisedModel(BackboneModel):
             loss = self.ce(y, logits)
         self.apply_loss(tape, loss)
         self.loss_tracker.update_state(self.unscale(loss))
-        self.accuracy.update_state(y, logits)
-        return self.metric_results()
-
-    def test_step(self, data):
-        x, y = self.unpack(data)
-        logits = self(x, training=False)
-        self.loss_tracker.update_state(self.unscale(self.ce(y, logits)))
         self.accuracy.update_state(y, logits)
         return self.metric_results()
