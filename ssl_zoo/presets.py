@@ -157,6 +157,7 @@ def save_preset(model, name, metadata, root=None):
                 "weights_bytes": os.path.getsize(tmp / WEIGHTS_FILE),
                 "ssl_zoo_version": __version__}
         atomic_write_json(tmp / METADATA_FILE, meta)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
         final = root / name
         if final.exists():
             shutil.rmtree(final)
