@@ -77,8 +77,8 @@ def main(_):
         _, test = load_data(TrainConfig(dataset=FLAGS.data, seed=0))
         sl = evaluation_slice(test)
         if method == "supcon":
-            model = out["metrics"].pop("probe")
-            full, on_slice = {"top1": out["metrics"]["top1"]}, accuracies(model, sl)
+            model = out["probe"]
+            full, on_slice = {"top1": out["metrics"]["linear_probe_top1"]}, accuracies(model, sl)
             description = ("SupCon ResNet-32 encoder + linear probe, CIFAR-10 "
                            f"(top-1 {100 * full['top1']:.1f}% at a CPU budget)")
         elif method == "sla":

@@ -169,7 +169,8 @@ def train_and_evaluate(cfg, log=print):
     """Trains `cfg.method` on `cfg.dataset` and evaluates it on the test split.
 
     Returns:
-        dict with 'metrics' (test metrics), 'history', 'model', 'info', 'seconds'.
+        dict with 'metrics' (test metrics), 'history', 'model', 'probe' (the trained
+        `LinearProbe` for linear-probe methods, else None), 'info', 'seconds'.
 
     Example:
     >>> out = train_and_evaluate(TrainConfig(method="sla", dataset="digits",
@@ -226,6 +227,7 @@ def train_and_evaluate(cfg, log=print):
     history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
                         callbacks=callbacks, verbose=verbose, shuffle=False)
     metrics = evaluate(model, spec, train, test, cfg)
+    probe = metrics.pop("probe", None)
     seconds = time.time() - start
     if cfg.model_dir:
         save_model_atomic(model, os.path.join(cfg.model_dir, "model.keras"))
@@ -236,7 +238,7 @@ def train_and_evaluate(cfg, log=print):
             "seconds": seconds,
         })
     return {"metrics": metrics, "history": history.history, "model": model,
-            "info": info, "seconds": seconds}
+            "probe": probe, "info": info, "seconds": seconds}
 
 
 def evaluate(model, spec, train, test, cfg):
@@ -244,8 +246,10 @@ def evaluate(model, spec, train, test, cfg):
     from ssl_zoo.data import make_pipeline
     if spec.evaluation == "linear_probe":
         from ssl_zoo.models.linear_probe import linear_probe
-        return linear_probe(model, train, test, num_classes=train.info.num_classes,
-                            batch_size=cfg.batch_size)
+        result = linear_probe(model, train, test, num_classes=train.info.num_classes,
+                              batch_size=cfg.batch_size, return_probe=True)
+        return {"linear_probe_top1": result["top1"],
+                "linear_probe_train_top1": result["train_top1"], "probe": result["probe"]}
     test_ds = make_pipeline(test, cfg.batch_size, view="none", shuffle=False)
     return {k: float(v) for k, v in
             model.evaluate(test_ds, return_dict=True, verbose=0).items()}

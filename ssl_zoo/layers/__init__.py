@@ -2,12 +2,14 @@
 
 from ssl_zoo.layers.heads import (AggregatedInference, JointLabelHead, SelfDistillHead,
                                   single_logits)
+from ssl_zoo.layers.projection import ProjectionHead
 from ssl_zoo.layers.normalization import CIFAR10_MEAN, CIFAR10_STD, ImageNormalization
 from ssl_zoo.layers.transforms import (COLOR_PERMUTATIONS, ROTATIONS, TRANSFORM_SETS,
                                        InputTransformations, apply_transform,
                                        permute_channels, resolve_transforms, rotate90)
 
 __all__ = ["AggregatedInference", "CIFAR10_MEAN", "CIFAR10_STD", "COLOR_PERMUTATIONS",
-           "ImageNormalization", "InputTransformations", "JointLabelHead", "ROTATIONS",
+           "ImageNormalization", "InputTransformations", "JointLabelHead", "ProjectionHead",
+           "ROTATIONS",
            "SelfDistillHead", "TRANSFORM_SETS", "apply_transform", "permute_channels",
            "resolve_transforms", "rotate90", "single_logits"]

@@ -24,7 +24,7 @@ class JointLabelHead(keras.layers.Layer):
 
     Example:
     >>> head = JointLabelHead(10, 4)
-    >>> head(ops.zeros((2, 16))).shape
+    >>> tuple(head(ops.zeros((2, 16))).shape)
     (2, 40)
     """
 
@@ -84,7 +84,7 @@ class AggregatedInference(keras.layers.Layer):
 
     Example:
     >>> agg = AggregatedInference(3, 2)
-    >>> agg(ops.zeros((4, 6))).shape
+    >>> tuple(agg(ops.zeros((4, 6))).shape)
     (2, 3)
     """
 
@@ -123,7 +123,7 @@ class SelfDistillHead(keras.layers.Layer):
         (B, N) float32 logits.
 
     Example:
-    >>> SelfDistillHead(10)(ops.zeros((2, 16))).shape
+    >>> tuple(SelfDistillHead(10)(ops.zeros((2, 16))).shape)
     (2, 10)
     """
 

@@ -117,7 +117,7 @@ class InputTransformations(keras.layers.Layer):
 
     Example:
     >>> layer = InputTransformations("rotation")
-    >>> layer(ops.zeros((2, 8, 8, 3))).shape
+    >>> tuple(layer(ops.zeros((2, 8, 8, 3))).shape)
     (8, 8, 8, 3)
     >>> ops.convert_to_numpy(layer.joint_labels(ops.array([1, 0]))).tolist()
     [4, 5, 6, 7, 0, 1, 2, 3]

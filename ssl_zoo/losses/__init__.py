@@ -1,5 +1,6 @@
 """Losses (keras `Loss` subclasses returning per-example values)."""
 
 from ssl_zoo.losses.self_distill import SelfDistillationLoss
+from ssl_zoo.losses.supcon import SupConLoss
 
-__all__ = ["SelfDistillationLoss"]
+__all__ = ["SelfDistillationLoss", "SupConLoss"]

@@ -3,7 +3,11 @@
 from ssl_zoo.models.base import BackboneModel
 from ssl_zoo.models.registry import METHODS, MethodSpec, get_method, register_method
 from ssl_zoo.models.sla import DAModel, MTModel, SLAModel, TransformationModel
+from ssl_zoo.models.linear_probe import LinearProbe, extract_features, linear_probe
+from ssl_zoo.models.supcon import SimCLRModel, SupConModel
 from ssl_zoo.models.supervised import SupervisedModel
 
-__all__ = ["BackboneModel", "DAModel", "METHODS", "MTModel", "MethodSpec", "SLAModel",
-           "SupervisedModel", "TransformationModel", "get_method", "register_method"]
+__all__ = ["BackboneModel", "DAModel", "LinearProbe", "METHODS", "MTModel", "MethodSpec",
+           "SLAModel", "SimCLRModel", "SupConModel", "SupervisedModel",
+           "TransformationModel", "extract_features", "get_method", "linear_probe",
+           "register_method"]

@@ -195,7 +195,15 @@ class BackboneModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # `trainable=False` passed to keras.Model.__init__ would be set before the
+        # backbone exists and never reach its layers: apply it once they are built.
+        config = dict(config)
+        trainable = config.pop("trainable", True)
+        model = cls(**config)
+        if not trainable:
+            model.trainable = True
+            model.trainable = False
+        return model
 
 
 class LinearClassifierMixin:

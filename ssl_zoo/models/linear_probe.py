@@ -221,7 +221,8 @@ def _top1(logits, labels):
 
 
 def linear_probe(encoder, train_data, test_data, num_classes, epochs=30, batch_size=256,
-                 learning_rate=1e-2, cache_features=True, seed=0, verbose=0):
+                 learning_rate=1e-2, cache_features=True, seed=0, verbose=0,
+                 return_probe=False):
     """Trains a linear classifier on frozen features; returns its top-1 accuracies.
 
     The standard linear evaluation of Khosla et al. (2020) / Chen et al. (2020),
@@ -246,11 +247,12 @@ def linear_probe(encoder, train_data, test_data, num_classes, epochs=30, batch_s
         cache_features: extract the features once (True) or on every step.
         seed: seed of the classifier's initialisation and shuffling.
         verbose: passed to `fit`.
+        return_probe: also return the trained `LinearProbe` under "probe".
 
     Returns:
-        dict with "top1" (test accuracy), "train_top1" (training accuracy),
-        "num_train", "num_test", "feature_dim" and "probe" (the trained
-        `LinearProbe`, ready for `predict` on images).
+        dict with "top1" (test accuracy) and "train_top1" (training accuracy), as
+        floats; with `return_probe=True` also "probe", the trained `LinearProbe`
+        (ready for `predict` on images).
 
     Example:
     >>> from ssl_zoo.backbones import get_backbone
@@ -292,7 +294,8 @@ def linear_probe(encoder, train_data, test_data, num_classes, epochs=30, batch_s
             extract_features(encoder, train, batch_size, encode)[0]))
         test_features, test_labels = extract_features(encoder, test, batch_size, encode)
         test_logits = ops.convert_to_numpy(probe.classify(test_features))
-    return {"top1": _top1(test_logits, test_labels),
-            "train_top1": _top1(train_logits, train_labels),
-            "num_train": int(len(train_labels)), "num_test": int(len(test_labels)),
-            "feature_dim": int(train_features.shape[1]), "probe": probe}
+    result = {"top1": _top1(test_logits, test_labels),
+              "train_top1": _top1(train_logits, train_labels)}
+    if return_probe:
+        result["probe"] = probe
+    return result

@@ -6,6 +6,7 @@ A later method plugs in with one `register_method` call next to its model.
 import dataclasses
 
 from ssl_zoo.models.sla import DAModel, MTModel, SLAModel
+from ssl_zoo.models.supcon import SimCLRModel, SupConModel
 from ssl_zoo.models.supervised import SupervisedModel
 
 
@@ -60,3 +61,10 @@ register_method("da", MethodSpec(
     DAModel, "DA baseline: transformations as label-preserving augmentation."))
 register_method("mt", MethodSpec(
     MTModel, "MT baseline: separate class and transformation heads, summed losses."))
+register_method("supcon", MethodSpec(
+    SupConModel, "SupCon: supervised contrastive loss on two views, exact across "
+                 "replicas; evaluated by linear probe (Khosla et al. 2020).",
+    view="supcon", num_views=2, evaluation="linear_probe"))
+register_method("simclr", MethodSpec(
+    SimCLRModel, "SimCLR / NT-Xent: SupCon without labels; evaluated by linear probe.",
+    view="supcon", num_views=2, evaluation="linear_probe"))

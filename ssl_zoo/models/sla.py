@@ -79,7 +79,7 @@ class SLAModel(TransformationModel):
     Example:
     >>> model = SLAModel("resnet32_cifar", num_classes=10, width=0.25)
     >>> model.compile(optimizer="sgd")
-    >>> model(ops.zeros((2, 32, 32, 3)), inference="aggregated").shape
+    >>> tuple(model(ops.zeros((2, 32, 32, 3)), inference="aggregated").shape)
     (2, 10)
     """
 
@@ -198,7 +198,7 @@ class DAModel(LinearClassifierMixin, TransformationModel):
 
     Example:
     >>> model = DAModel("resnet32_cifar", num_classes=10, width=0.25)
-    >>> model(ops.zeros((2, 32, 32, 3))).shape
+    >>> tuple(model(ops.zeros((2, 32, 32, 3))).shape)
     (2, 10)
     """
 
@@ -229,7 +229,7 @@ class MTModel(LinearClassifierMixin, TransformationModel):
 
     Example:
     >>> model = MTModel("resnet32_cifar", num_classes=10, width=0.25)
-    >>> model(ops.zeros((2, 32, 32, 3))).shape
+    >>> tuple(model(ops.zeros((2, 32, 32, 3))).shape)
     (2, 10)
     """
 

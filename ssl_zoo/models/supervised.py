@@ -20,9 +20,10 @@ class SupervisedModel(LinearClassifierMixin, BackboneModel):
         (B, num_classes) float32 logits.
 
     Example:
+    >>> from keras import ops
     >>> model = SupervisedModel("resnet32_cifar", num_classes=10, width=0.25)
     >>> model.compile(optimizer="sgd")
-    >>> model(ops.zeros((2, 32, 32, 3))).shape
+    >>> tuple(model(ops.zeros((2, 32, 32, 3))).shape)
     (2, 10)
     """
 

@@ -1,0 +1,318 @@
+"""SupCon benchmark: cross-entropy vs SimCLR vs SupCon on real CIFAR-10, and the loss's
+cost (time share of a training step, memory).
+
+Same backbone, image budget, optimiser and seed for every method; representations
+are compared by a linear probe on frozen features (cross-entropy also end to end).
+Writes benchmarks/results/supcon.json (atomically) and prints markdown tables.
+
+    python benchmarks/supcon.py                  # documented budget (< 20 min, 2 CPU cores)
+    python benchmarks/supcon.py --quick          # < 2 minutes
+    python benchmarks/supcon.py --skip_accuracy  # speed and memory only
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
+                    "CIFAR-10 archive or folder.")
+flags.DEFINE_string("backbone", "resnet32_cifar", "Backbone name.")
+flags.DEFINE_float("width", 0.25, "Backbone width multiplier.")
+flags.DEFINE_integer("epochs", 5, "Training epochs per method.")
+flags.DEFINE_integer("train_examples", 10000, "Training subset (a seeded random sample).")
+flags.DEFINE_integer("test_examples", 10000, "Test subset.")
+flags.DEFINE_integer("batch_size", 256, "Images per batch (contrastive: x2 views).")
+flags.DEFINE_float("learning_rate", 0.2, "Peak SGD learning rate (momentum 0.9, cosine).")
+flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay.")
+flags.DEFINE_float("temperature", 0.1, "SupCon / SimCLR temperature.")
+flags.DEFINE_integer("probe_epochs", 30, "Linear-probe epochs (on cached features).")
+flags.DEFINE_list("methods", ["ce", "simclr", "supcon"], "Methods to train.")
+flags.DEFINE_list("speed_batches", ["256", "512"], "Global batches for the time share.")
+flags.DEFINE_list("memory_batches", ["1024", "4096"], "Batches for the loss memory.")
+flags.DEFINE_integer("speed_steps", 3, "Timed steps per measurement.")
+flags.DEFINE_string("jit", "both", "Loss timing: graph | xla | both.")
+flags.DEFINE_bool("skip_accuracy", False, "Only measure speed and memory.")
+flags.DEFINE_bool("quick", False, "Tiny budget (< 2 minutes).")
+flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_string("out", os.path.join(_REPO, "benchmarks", "results", "supcon.json"),
+                    "JSON output.")
+FLAGS = flags.FLAGS
+
+PROJECTION_DIM = 128
+
+
+# ------------------------------------------------------------------ accuracy
+def _subset(data, n, seed):
+    from ssl_zoo.data import load_arrays
+    if n >= len(data.labels):
+        return data
+    keep = np.sort(np.random.default_rng(seed).permutation(len(data.labels))[:n])
+    return load_arrays((data.images[keep], data.labels[keep]),
+                       num_classes=data.info.num_classes)
+
+
+def _optimizer(steps):
+    import keras
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps - steps // 10), warmup_target=FLAGS.learning_rate,
+        warmup_steps=steps // 10)
+    return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=FLAGS.weight_decay)
+
+
+def train_method(method, train, test):
+    """Trains one method; returns its metrics and the wall time."""
+    import keras
+    from ssl_zoo.data import make_pipeline
+    from ssl_zoo.models.linear_probe import linear_probe
+    from ssl_zoo.models.supcon import SimCLRModel, SupConModel
+    from ssl_zoo.models.supervised import SupervisedModel
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    common = dict(backbone=FLAGS.backbone, width=FLAGS.width, mean=train.info.mean,
+                  std=train.info.std)
+    bs = FLAGS.batch_size
+    steps = FLAGS.epochs * (len(train.labels) // bs)
+    start = time.perf_counter()
+    if method == "ce":
+        model = SupervisedModel(num_classes=train.info.num_classes, **common)
+        data = make_pipeline(train, bs, view="weak", seed=FLAGS.seed, drop_remainder=True)
+    else:
+        cls = SupConModel if method == "supcon" else SimCLRModel
+        model = cls(projection_dim=PROJECTION_DIM, temperature=FLAGS.temperature,
+                    **common)
+        data = make_pipeline(train, bs, view="supcon", num_views=2, seed=FLAGS.seed,
+                             drop_remainder=True)
+    model.compile(optimizer=_optimizer(steps))
+    history = model.fit(data, epochs=FLAGS.epochs, verbose=2).history
+    train_seconds = time.perf_counter() - start
+    out = {"train_seconds": train_seconds, "final_train_loss": history["loss"][-1]}
+    if method == "ce":
+        test_ds = make_pipeline(test, 512, shuffle=False)
+        out["end_to_end_top1"] = float(
+            model.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"])
+    probe = linear_probe(model, train, test, train.info.num_classes,
+                         epochs=FLAGS.probe_epochs, batch_size=256, learning_rate=1e-2,
+                         seed=FLAGS.seed)
+    out.update(probe_top1=probe["top1"], probe_train_top1=probe["train_top1"],
+               feature_dim=model.feature_dim, seconds=time.perf_counter() - start)
+    return out
+
+
+def accuracy_runs():
+    from ssl_zoo.data import load_arrays
+    if not os.path.exists(FLAGS.data):
+        sys.exit(f"CIFAR-10 not found at {FLAGS.data}; pass --data.")
+    train = _subset(load_arrays(FLAGS.data, "train"), FLAGS.train_examples, FLAGS.seed)
+    test = _subset(load_arrays(FLAGS.data, "test"), FLAGS.test_examples, FLAGS.seed + 1)
+    print(f"data: {len(train.labels)} train / {len(test.labels)} test images "
+          f"{train.images.shape[1:]}", flush=True)
+    rows = {}
+    for method in FLAGS.methods:
+        rows[method] = train_method(method, train, test)
+        print(f"{method}: {rows[method]}", flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------- speed
+def _time(fn, steps):
+    fn()  # trace / compile
+    fn()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def loss_seconds(batch, jit, steps):
+    """Forward + backward of SupConLoss on given (batch, 2, 128) features."""
+    import tensorflow as tf
+    from ssl_zoo.losses.supcon import SupConLoss
+    rng = np.random.default_rng(0)
+    z = tf.Variable(rng.normal(size=(batch, 2, PROJECTION_DIM)).astype("float32"))
+    labels = tf.constant(rng.integers(0, 10, batch))
+    loss = SupConLoss(FLAGS.temperature)
+
+    @tf.function(jit_compile=jit)
+    def step():
+        with tf.GradientTape() as tape:
+            value = loss(labels, z)
+        return value, tape.gradient(value, z)
+
+    return _time(lambda: [t.numpy() for t in step()], steps)
+
+
+def step_seconds(batch, steps):
+    """One SupConModel training step (graph mode, Keras' default on CPU)."""
+    import keras
+    import tensorflow as tf
+    from ssl_zoo.models.supcon import SupConModel
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch, 2, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, batch)
+    keras.utils.set_random_seed(0)
+    model = SupConModel(FLAGS.backbone, projection_dim=PROJECTION_DIM, width=FLAGS.width)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=False)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    return (time.perf_counter() - start) / steps
+
+
+_MEMORY_PROBE = r"""
+import os, sys, json
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+sys.path.insert(0, sys.argv[1])
+import numpy as np, tensorflow as tf
+from ssl_zoo.losses.supcon import SupConLoss
+loss = SupConLoss(0.1)
+def make(batch):
+    rng = np.random.default_rng(0)
+    z = tf.Variable(rng.normal(size=(batch, 2, 128)).astype("float32"))
+    labels = tf.constant(rng.integers(0, 10, batch))
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            value = loss(labels, z)
+        return value, tape.gradient(value, z)
+    return step
+# Start TensorFlow's runtime (thread pools, oneDNN) on a tiny batch, trace the big
+# one, then measure only the big step's execution.
+[t.numpy() for t in make(8)()]
+step = make(int(sys.argv[2]))
+step.get_concrete_function()
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+# ru_maxrss would include the parent's memory (it survives fork + exec); VmHWM is
+# this process's own high-water mark, reset here ("5" > clear_refs, Linux >= 4.0).
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+rss_before = status("VmRSS")
+out = [t.numpy() for t in step()]
+print(json.dumps({"rss_before": rss_before, "peak_after": status("VmHWM"),
+                  "finite": bool(np.isfinite(out[0]))}))
+"""
+
+
+def loss_memory(batch):
+    """Peak RSS growth of one loss forward+backward, in a fresh process (CPU).
+
+    `tf.config.experimental.get_memory_info` is GPU-only, so on CPU the figure is
+    the process's peak resident memory (VmHWM, reset just before) during the step
+    minus its resident memory just before (the runtime already started on a tiny
+    batch and the step traced); the analytic size of one (2B x 2B) float32 matrix of logits is
+    reported beside it.
+    """
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, _REPO, str(batch)],
+                          capture_output=True, text=True, check=True)
+    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    growth = m["peak_after"] - max(m["rss_before"], 0)
+    anchors = 2 * batch
+    return {"batch": batch, "anchors": anchors,
+            "measured_peak_growth_mib": growth / 2 ** 20,
+            "logits_matrix_mib": anchors * anchors * 4 / 2 ** 20,
+            "peak_growth_in_logits_matrices": growth / (anchors * anchors * 4),
+            "finite": m["finite"]}
+
+
+def speed_runs():
+    jits = {"graph": [False], "xla": [True], "both": [False, True]}[FLAGS.jit]
+    rows = []
+    for batch in (int(b) for b in FLAGS.speed_batches):
+        step = step_seconds(batch, FLAGS.speed_steps)
+        row = {"global_batch": batch, "views": 2, "step_seconds": step}
+        for jit in jits:
+            t = loss_seconds(batch, jit, max(FLAGS.speed_steps, 5))
+            key = "xla" if jit else "graph"
+            row[f"loss_seconds_{key}"] = t
+            row[f"loss_share_{key}"] = t / step
+        rows.append(row)
+        print(f"speed: {row}", flush=True)
+    memory = []
+    for batch in (int(b) for b in FLAGS.memory_batches):
+        memory.append(loss_memory(batch))
+        print(f"memory: {memory[-1]}", flush=True)
+    return rows, memory
+
+
+# ---------------------------------------------------------------------- main
+def _table(result):
+    lines = []
+    if "accuracy" in result:
+        lines += ["| method | linear-probe top-1 (%) | end-to-end top-1 (%) | "
+                  "train time (s) |", "|---|---|---|---|"]
+        names = {"ce": "Cross-entropy", "simclr": "SimCLR", "supcon": "SupCon"}
+        for k, v in result["accuracy"].items():
+            e2e = f"{100 * v['end_to_end_top1']:.2f}" if "end_to_end_top1" in v else "-"
+            lines.append(f"| {names.get(k, k)} | {100 * v['probe_top1']:.2f} | {e2e} | "
+                         f"{v['train_seconds']:.0f} |")
+        lines.append(f"\nmeasured ordering (probe): {result['ordering']}; "
+                     f"paper (ResNet-50, CIFAR-10): SupCon 96.0 >= CE 95.0 > SimCLR 93.6")
+    lines += ["", "| global batch | step (s) | loss fwd+bwd graph (ms) | share | "
+              "loss XLA (ms) | share |", "|---|---|---|---|---|---|"]
+    for r in result["speed"]:
+        g = r.get("loss_seconds_graph"), r.get("loss_share_graph")
+        x = r.get("loss_seconds_xla"), r.get("loss_share_xla")
+
+        def fmt(t, s):
+            return ("-", "-") if t is None else (f"{1000 * t:.1f}", f"{100 * s:.2f}%")
+        lines.append(f"| {r['global_batch']} | {r['step_seconds']:.3f} | "
+                     f"{' | '.join(fmt(*g))} | {' | '.join(fmt(*x))} |")
+    lines += ["", "| batch (anchors) | peak RSS growth (MiB) | one logits matrix (MiB) | "
+              "growth / matrix |", "|---|---|---|---|"]
+    for m in result["memory"]:
+        lines.append(f"| {m['batch']} ({m['anchors']}) | {m['measured_peak_growth_mib']:.0f} "
+                     f"| {m['logits_matrix_mib']:.0f} | "
+                     f"{m['peak_growth_in_logits_matrices']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(_):
+    from ssl_zoo.utils.io import atomic_write_json
+    if FLAGS.quick:
+        FLAGS.epochs, FLAGS.train_examples, FLAGS.test_examples = 1, 256, 256
+        FLAGS.width, FLAGS.batch_size, FLAGS.probe_epochs = 0.125, 64, 5
+        FLAGS.speed_batches, FLAGS.memory_batches = ["64"], ["1024"]
+        FLAGS.speed_steps, FLAGS.jit = 2, "graph"
+    import tensorflow as tf
+    start = time.perf_counter()
+    result = {
+        "device": ", ".join(d.device_type for d in tf.config.list_logical_devices()),
+        "cpu_count": os.cpu_count(),
+        "config": {k: FLAGS[k].value for k in (
+            "backbone", "width", "epochs", "train_examples", "test_examples",
+            "batch_size", "learning_rate", "weight_decay", "temperature", "probe_epochs",
+            "seed", "data", "quick")},
+        "notes": "CPU only; another process may have shared the cores. CE uses flip + "
+                 "pad-crop views; SimCLR/SupCon two SupCon views (resized crop 0.2-1, "
+                 "flip, colour jitter p=0.8, grey p=0.2). Linear probe: Adam (lr 1e-2, "
+                 "batch 256) on standardised cached features, no augmentation.",
+    }
+    if not FLAGS.skip_accuracy:
+        result["accuracy"] = accuracy_runs()
+        order = sorted(result["accuracy"], key=lambda k: -result["accuracy"][k]["probe_top1"])
+        names = {"ce": "CE", "simclr": "SimCLR", "supcon": "SupCon"}
+        result["ordering"] = " > ".join(names.get(k, k) for k in order)
+    result["speed"], result["memory"] = speed_runs()
+    result["seconds"] = time.perf_counter() - start
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("\n" + _table(result))
+    atomic_write_json(FLAGS.out, result)
+    print(f"\nwrote {FLAGS.out} ({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    app.run(main)
