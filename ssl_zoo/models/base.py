@@ -13,7 +13,27 @@ def _numpy_free_shape(shape):
     return tuple(None if d is None else int(d) for d in shape)
 
 
-class BackboneModel(keras.Model):
+class PresetMixin:
+    """`from_preset` for every ssl_zoo model class."""
+
+    @classmethod
+    def from_preset(cls, name, num_classes=None, image_size=None, **kwargs):
+        """Builds a pretrained model from `ssl_zoo.presets` (sha256-verified weights).
+
+        Args:
+            name: a name from `ssl_zoo.list_presets()`; the preset must hold this class.
+            num_classes, image_size: if given, must match the preset (else PresetError).
+            **kwargs: `root` (presets folder), `cache_dir` (weights cache).
+
+        Example:
+        >>> model = SLAModel.from_preset("sla_rotation_resnet32_cifar10")  # doctest: +SKIP
+        """
+        from ssl_zoo.presets import load_preset
+        return load_preset(name, cls=cls, num_classes=num_classes, image_size=image_size,
+                           **kwargs)
+
+
+class BackboneModel(PresetMixin, keras.Model):
     """Base class: raw 0..255 images -> `ImageNormalization` -> backbone features.
 
     Subclasses add heads (`build_heads`), `call`, `train_step` and `test_step`.
@@ -165,18 +185,6 @@ class BackboneModel(keras.Model):
 
     def metric_results(self):
         return {m.name: m.result() for m in self.metrics}
-
-    # ----------------------------------------------------------------- presets
-    @classmethod
-    def from_preset(cls, name, num_classes=None, image_size=None, **kwargs):
-        """Builds a pretrained model from `ssl_zoo.presets` (sha256-verified weights).
-
-        Example:
-        >>> model = SLAModel.from_preset("sla_rotation_resnet32_cifar10")  # doctest: +SKIP
-        """
-        from ssl_zoo.presets import load_preset
-        return load_preset(name, cls=cls, num_classes=num_classes, image_size=image_size,
-                           **kwargs)
 
     # ------------------------------------------------------------------ config
     def get_config(self):

@@ -6,6 +6,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from ssl_zoo.models.base import PresetMixin
+
 
 def encoder_features(encoder, images):
     """Inference-mode features (B, D), float32, of a model or backbone.
@@ -32,7 +34,7 @@ def encoder_features(encoder, images):
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
-class LinearProbe(keras.Model):
+class LinearProbe(PresetMixin, keras.Model):
     """Linear classifier on the features of a frozen encoder.
 
     The encoder is frozen in place (`encoder.trainable = False`; set it back to
