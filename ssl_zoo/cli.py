@@ -51,6 +51,8 @@ flags.DEFINE_string("cache_dir", None, "Cache of decoded images (default ~/.cach
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("model_path", None, "A saved .keras model (evaluate/export).")
 flags.DEFINE_string("export_dir", None, "SavedModel output directory (export).")
+flags.DEFINE_bool("linear_probe", False, "evaluate: train a linear probe on the frozen "
+                  "features (the default for SupCon/SimCLR models).")
 flags.DEFINE_string("inference", None, "SLA inference mode for evaluate/export: single, "
                     "aggregated or self_distill.")
 
@@ -102,8 +104,19 @@ def cmd_evaluate():
     from ssl_zoo.data import load_arrays, make_pipeline
     from ssl_zoo.training import format_metrics
     model = _load_model()
-    test = load_arrays(FLAGS.dataset, split=FLAGS.test_split, data_dir=FLAGS.data_dir,
-                       image_size=FLAGS.image_size, cache_dir=FLAGS.cache_dir)
+    kw = dict(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
+              cache_dir=FLAGS.cache_dir)
+    test = load_arrays(FLAGS.dataset, split=FLAGS.test_split, **kw)
+    from ssl_zoo.models.supcon import SupConModel
+    if FLAGS.linear_probe or isinstance(model, SupConModel):
+        # Representation learners (SupCon/SimCLR), or on request: a linear probe.
+        from ssl_zoo.models.linear_probe import linear_probe
+        train = load_arrays(FLAGS.dataset, split=FLAGS.train_split, **kw)
+        result = linear_probe(model, train, test, num_classes=test.info.num_classes,
+                              batch_size=FLAGS.batch_size)
+        print(format_metrics({"linear_probe_top1": result["top1"],
+                              "linear_probe_train_top1": result["train_top1"]}))
+        return
     if test.info.num_classes != model.num_classes:
         raise app.UsageError(f"The model has {model.num_classes} classes but "
                              f"{FLAGS.dataset} has {test.info.num_classes}.")

@@ -119,3 +119,35 @@ def test_export_reloads_without_ssl_zoo(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                        text=True, timeout=300, cwd=str(tmp_path))
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_cli_linear_probe_of_a_supcon_model(tmp_path):
+    model_dir = tmp_path / "supcon"
+    common = [f"--cache_dir={tmp_path / 'cache'}", "--width=0.125", "--batch_size=32"]
+    r = _cli("train", "--method=supcon", "--epochs=1", "--steps_per_epoch=2",
+             f"--model_dir={model_dir}", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "linear_probe_top1" in r.stdout
+    r = _cli("evaluate", f"--model_path={model_dir / 'model.keras'}", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    top1 = float(r.stdout.split("linear_probe_top1")[1].split()[0])
+    assert 0.1 < top1 <= 1.0  # 10 digit classes: above chance after a probe
+
+
+def test_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
+    model = SLAModel("resnet32_cifar", num_classes=3, width=0.125)
+    model(np.zeros((1, 8, 8, 3), "float32"))
+    export_model(model, tmp_path / "out")          # a previous, complete export
+    before = sorted(os.listdir(tmp_path / "out"))
+
+    def boom(self, *args, **kwargs):
+        raise KeyboardInterrupt("interrupted")
+
+    monkeypatch.setattr(keras.export.ExportArchive, "write_out", boom)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(model, tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        export_model(model, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(os.listdir(tmp_path / "out")) == before   # old export untouched
+    assert sorted(os.listdir(tmp_path)) == ["out"]          # no temporary leftovers
