@@ -124,7 +124,8 @@ class BackboneModel(PresetMixin, keras.Model):
         return images
 
     def check_labels(self, labels, images=None):
-        """Flattens labels to (B,) int32 and asserts 0 <= y < num_classes in the graph."""
+        """Flattens labels to (B,) int32 and asserts 0 <= y < num_classes in the graph
+        (the range check is skipped when `num_classes` is None)."""
         if labels is None:
             raise ValueError(f"{type(self).__name__}.fit/evaluate needs labels: feed "
                              f"(images, labels) pairs.")
@@ -136,14 +137,16 @@ class BackboneModel(PresetMixin, keras.Model):
                 f"Labels must be integer class indices of shape (batch,), got shape "
                 f"{tuple(labels.shape)} (one-hot labels: use argmax first).")
         labels = ops.cast(labels, "int32")
-        checks = [
-            tf.debugging.assert_non_negative(
-                labels, message=f"labels must be in [0, {self.num_classes})"),
-            tf.debugging.assert_less(
-                labels, tf.constant(self.num_classes, tf.int32),
-                message=f"labels must be in [0, {self.num_classes}) (num_classes="
-                        f"{self.num_classes})"),
-        ]
+        checks = []
+        if self.num_classes is not None:  # None: labels are ids without a range
+            checks += [
+                tf.debugging.assert_non_negative(
+                    labels, message=f"labels must be in [0, {self.num_classes})"),
+                tf.debugging.assert_less(
+                    labels, tf.constant(self.num_classes, tf.int32),
+                    message=f"labels must be in [0, {self.num_classes}) (num_classes="
+                            f"{self.num_classes})"),
+            ]
         if images is not None:
             checks.append(tf.debugging.assert_equal(
                 tf.shape(labels)[0], tf.shape(images)[0],

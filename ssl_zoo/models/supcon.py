@@ -121,22 +121,7 @@ class SupConModel(BackboneModel):
             raise ValueError(f"{type(self).__name__}(supervised=True) needs labels: feed "
                              f"(views, labels) pairs, or use SimCLRModel / "
                              f"supervised=False without labels.")
-        if self.num_classes is not None:
-            return super().check_labels(labels, images)
-        labels = ops.convert_to_tensor(labels)
-        if len(labels.shape) == 2 and labels.shape[-1] == 1:
-            labels = ops.reshape(labels, (-1,))
-        if len(labels.shape) != 1:
-            raise ValueError(
-                f"Labels must be integer class indices of shape (batch,), got shape "
-                f"{tuple(labels.shape)} (one-hot labels: use argmax first).")
-        labels = ops.cast(labels, "int32")
-        if images is None:
-            return labels
-        with tf.control_dependencies([tf.debugging.assert_equal(
-                tf.shape(labels)[0], tf.shape(images)[0],
-                message="labels and images must have the same batch size")]):
-            return tf.identity(labels)
+        return super().check_labels(labels, images)
 
     def unpack(self, data, need_labels=None):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
