@@ -53,15 +53,6 @@ PROJECTION_DIM = 128
 
 
 # ------------------------------------------------------------------ accuracy
-def _subset(data, n, seed):
-    from ssl_zoo.data import load_arrays
-    if n >= len(data.labels):
-        return data
-    keep = np.sort(np.random.default_rng(seed).permutation(len(data.labels))[:n])
-    return load_arrays((data.images[keep], data.labels[keep]),
-                       num_classes=data.info.num_classes)
-
-
 def _optimizer(steps):
     import keras
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -113,8 +104,10 @@ def accuracy_runs():
     from ssl_zoo.data import load_arrays
     if not os.path.exists(FLAGS.data):
         sys.exit(f"CIFAR-10 not found at {FLAGS.data}; pass --data.")
-    train = _subset(load_arrays(FLAGS.data, "train"), FLAGS.train_examples, FLAGS.seed)
-    test = _subset(load_arrays(FLAGS.data, "test"), FLAGS.test_examples, FLAGS.seed + 1)
+    train = load_arrays(FLAGS.data, "train").random_subset(FLAGS.train_examples,
+                                                           FLAGS.seed)
+    test = load_arrays(FLAGS.data, "test").random_subset(FLAGS.test_examples,
+                                                         FLAGS.seed + 1)
     print(f"data: {len(train.labels)} train / {len(test.labels)} test images "
           f"{train.images.shape[1:]}", flush=True)
     rows = {}

@@ -50,28 +50,19 @@ def load(split):
     return load_arrays(FLAGS.data, split)
 
 
-def subset(data, n):
-    import numpy as np
-    from ssl_zoo.data import load_arrays
-    if not n or n >= len(data.labels):
-        return data
-    keep = np.sort(np.random.default_rng(FLAGS.seed).permutation(len(data.labels))[:n])
-    return load_arrays((data.images[keep], data.labels[keep]),
-                       num_classes=data.info.num_classes)
-
-
 def main(_):
     import keras
     from ssl_zoo.data import make_pipeline
     from ssl_zoo.models.linear_probe import linear_probe
     from ssl_zoo.models.supcon import SimCLRModel, SupConModel
+    from ssl_zoo.training import parse_jit_compile
 
     if FLAGS.smoke:
         FLAGS.epochs, FLAGS.width, FLAGS.batch_size = 1, 0.125, 64
         FLAGS.train_examples, FLAGS.probe_epochs, FLAGS.projection_dim = 256, 20, 32
     keras.utils.set_random_seed(FLAGS.seed)
     full = load("train")
-    train, test = subset(full, FLAGS.train_examples), load("test")
+    train, test = full.random_subset(FLAGS.train_examples, FLAGS.seed), load("test")
     print(f"{full.info.name}: {len(train.labels)} train / {len(test.labels)} test "
           f"images {train.images.shape[1:]}, {train.info.num_classes} classes")
 
@@ -85,7 +76,7 @@ def main(_):
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, steps - steps // 10), warmup_steps=steps // 10,
         warmup_target=FLAGS.learning_rate)
-    jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile.lower()]
+    jit = parse_jit_compile(FLAGS.jit_compile)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9,
                                                  weight_decay=FLAGS.weight_decay),
                   jit_compile=jit)

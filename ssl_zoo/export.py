@@ -5,11 +5,11 @@ or `keras.layers.TFSMLayer(path, call_endpoint="serve")`.
 """
 
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
+
+from ssl_zoo.utils.io import atomic_directory
 
 
 def _trained_image_size(model):
@@ -70,20 +70,6 @@ def export_model(model, path, image_size=None, inference=None):
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", serve)
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
+    with atomic_directory(path) as tmp:
         archive.write_out(tmp, verbose=False)
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
-            os.replace(path, os.path.join(old, "x"))
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return os.fspath(path)

@@ -15,7 +15,7 @@ import pathlib
 
 import keras
 
-from ssl_zoo.utils.io import atomic_write, atomic_write_json, sha256_file
+from ssl_zoo.utils.io import atomic_directory, atomic_write, atomic_write_json, sha256_file
 from ssl_zoo.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -143,12 +143,9 @@ def save_preset(model, name, metadata, root=None):
     Every file is written to a temporary directory first and the directory is moved
     into place at the end, so an interrupted save leaves no preset that loads.
     """
-    import shutil
-    import tempfile
     root = pathlib.Path(root) if root else presets_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
+    with atomic_directory(root / name) as tmp:
+        tmp = pathlib.Path(tmp)
         with atomic_write(tmp / CONFIG_FILE, "w") as f:
             json.dump(keras.saving.serialize_keras_object(model), f, indent=1)
         model.save_weights(str(tmp / WEIGHTS_FILE))
@@ -157,12 +154,4 @@ def save_preset(model, name, metadata, root=None):
                 "weights_bytes": os.path.getsize(tmp / WEIGHTS_FILE),
                 "ssl_zoo_version": __version__}
         atomic_write_json(tmp / METADATA_FILE, meta)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return root / name

@@ -13,7 +13,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ssl_zoo.models.registry import get_method
@@ -129,13 +128,6 @@ def save_model_atomic(model, path):
     return path
 
 
-def _subset(data, n, seed):
-    if n is None or n >= len(data.labels):
-        return data
-    idx = np.random.default_rng(seed).permutation(len(data.labels))[:n]
-    return data.subset(np.sort(idx))
-
-
 def load_data(cfg):
     """(train ArrayDataset, test ArrayDataset) for the run's data set."""
     from ssl_zoo.data import load_arrays
@@ -144,8 +136,8 @@ def load_data(cfg):
     if cfg.image_size is None:
         kw["image_size"] = train.images.shape[1]
     test = load_arrays(cfg.dataset, split=cfg.test_split, **kw)
-    train = _subset(train, cfg.max_train_examples, cfg.seed)
-    test = _subset(test, cfg.max_test_examples, cfg.seed + 1)
+    train = train.random_subset(cfg.max_train_examples, cfg.seed)
+    test = test.random_subset(cfg.max_test_examples, cfg.seed + 1)
     return train, test
 
 

@@ -239,6 +239,26 @@ class ArrayDataset:
                                    class_names=list(self.info.class_names))
         return ArrayDataset(images, labels, info)
 
+    def random_subset(self, n, seed=0):
+        """Return `n` examples drawn at random without replacement (or all of them).
+
+        Args:
+            n: how many; None, 0 or >= N keeps the whole data set (returned as is).
+            seed: integer seed (same seed, same subset).
+
+        Returns:
+            `ArrayDataset`, examples in their original order.
+
+        Example:
+        >>> d = load_arrays("digits", "test")
+        >>> len(d.random_subset(10, seed=1)), d.random_subset(None) is d
+        (10, True)
+        """
+        if not n or n >= len(self.labels):
+            return self
+        idx = np.random.default_rng(seed).permutation(len(self.labels))[:n]
+        return self.subset(np.sort(idx))
+
     def take_per_class(self, n, seed=0):
         """Return a subset with exactly `n` random examples of every class.
 

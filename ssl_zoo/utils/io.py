@@ -60,6 +60,47 @@ def atomic_write(path, mode="wb"):
         raise
 
 
+@contextlib.contextmanager
+def atomic_directory(path):
+    """A temporary directory that replaces the directory `path` only if the block succeeds.
+
+    The block fills the yielded directory (a sibling of `path`, so the final rename is
+    atomic); on success an existing `path` is moved aside, the new one renamed into
+    place and the old one deleted. On an exception the temporary directory is removed
+    and `path` is left as it was. The result gets the usual 0o755 permissions
+    (`mkdtemp` makes owner-only directories).
+
+    Yields:
+        The temporary directory path (str).
+
+    Example:
+    >>> import os, tempfile
+    >>> target = os.path.join(tempfile.mkdtemp(), "export")
+    >>> with atomic_directory(target) as tmp:
+    ...     _ = open(os.path.join(tmp, "a.txt"), "w").write("x")
+    >>> os.listdir(target)
+    ['a.txt']
+    """
+    import shutil
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=".old-", dir=parent)
+            os.replace(path, os.path.join(old, "x"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_save_npy(path, array):
     """Save `array` as a `.npy` file atomically (no pickles).
 
