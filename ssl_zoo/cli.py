@@ -39,8 +39,12 @@ flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (SGD, nesterov).")
 flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay.")
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "step", "constant"], "LR schedule.")
 flags.DEFINE_string("augment", "auto", "Training view: auto|none|weak|strong|supcon.")
-flags.DEFINE_string("transforms", None, "SLA/DA/MT transformation set: rotation, "
-                    "color_permutation, rotation_color.")
+flags.DEFINE_string("method_kwargs", None,
+                    "The method's constructor arguments as JSON, or the path of a .json "
+                    "file, e.g. '{\"transforms\": \"rotation_color\"}' for SLA.")
+flags.DEFINE_string("data_kwargs", None,
+                    "Training-stream options as JSON or a .json path, e.g. "
+                    "'{\"mu\": 2}' for semi-supervised methods.")
 flags.DEFINE_bool("mixed_precision", False, "Train under mixed_float16.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
@@ -57,11 +61,28 @@ flags.DEFINE_string("inference", None, "SLA inference mode for evaluate/export: 
                     "aggregated or self_distill.")
 
 
+def _json_flag(name):
+    """A JSON object from a flag holding JSON text or the path of a .json file."""
+    import json
+    value = FLAGS[name].value
+    if not value:
+        return {}
+    try:
+        if os.path.isfile(value):
+            with open(value, encoding="utf-8") as f:
+                parsed = json.load(f)
+        else:
+            parsed = json.loads(value)
+    except (OSError, json.JSONDecodeError) as e:
+        raise app.UsageError(f"--{name} must be a JSON object or the path of a .json "
+                             f"file: {e}") from None
+    if not isinstance(parsed, dict):
+        raise app.UsageError(f"--{name} must be a JSON object, got {parsed!r}.")
+    return parsed
+
+
 def _config():
     from ssl_zoo.training import TrainConfig
-    method_kwargs = {}
-    if FLAGS.transforms:
-        method_kwargs["transforms"] = FLAGS.transforms
     return TrainConfig(
         method=FLAGS.method, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         image_size=FLAGS.image_size, train_split=FLAGS.train_split,
@@ -72,7 +93,8 @@ def _config():
         weight_decay=FLAGS.weight_decay, schedule=FLAGS.schedule, augment=FLAGS.augment,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
         strategy=FLAGS.strategy, model_dir=FLAGS.model_dir, cache_dir=FLAGS.cache_dir,
-        seed=FLAGS.seed, method_kwargs=method_kwargs)
+        seed=FLAGS.seed, method_kwargs=_json_flag("method_kwargs"),
+        data_kwargs=_json_flag("data_kwargs"))
 
 
 def cmd_train():
@@ -101,28 +123,26 @@ def _load_model():
 
 
 def cmd_evaluate():
-    from ssl_zoo.data import load_arrays, make_pipeline
-    from ssl_zoo.training import format_metrics
+    from ssl_zoo.data import load_arrays
+    from ssl_zoo.models.registry import MethodSpec, method_of
+    from ssl_zoo.training import evaluate, format_metrics
     model = _load_model()
     kw = dict(data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
               cache_dir=FLAGS.cache_dir)
     test = load_arrays(FLAGS.dataset, split=FLAGS.test_split, **kw)
-    from ssl_zoo.models.supcon import SupConModel
-    if FLAGS.linear_probe or isinstance(model, SupConModel):
-        # Representation learners (SupCon/SimCLR), or on request: a linear probe.
-        from ssl_zoo.models.linear_probe import linear_probe
-        train = load_arrays(FLAGS.dataset, split=FLAGS.train_split, **kw)
-        result = linear_probe(model, train, test, num_classes=test.info.num_classes,
-                              batch_size=FLAGS.batch_size)
-        print(format_metrics({"linear_probe_top1": result["top1"],
-                              "linear_probe_train_top1": result["train_top1"]}))
-        return
-    if test.info.num_classes != model.num_classes:
+    name, spec = method_of(model)
+    if spec is None:   # not a registered method (e.g. a LinearProbe): score it directly
+        spec = MethodSpec(type(model), "", evaluation="direct")
+    if FLAGS.linear_probe:
+        spec = MethodSpec(spec.model_class, spec.description, evaluation="linear_probe")
+    if spec.evaluation == "direct" and test.info.num_classes != model.num_classes:
         raise app.UsageError(f"The model has {model.num_classes} classes but "
                              f"{FLAGS.dataset} has {test.info.num_classes}.")
-    metrics = model.evaluate(make_pipeline(test, FLAGS.batch_size, shuffle=False),
-                             return_dict=True, verbose=0)
-    print(format_metrics({k: float(v) for k, v in metrics.items()}))
+    train = (load_arrays(FLAGS.dataset, split=FLAGS.train_split, **kw)
+             if spec.evaluation != "direct" else test)
+    metrics = evaluate(model, spec, train, test, _config())
+    metrics.pop("probe", None)
+    print(format_metrics(metrics))
 
 
 def cmd_export():

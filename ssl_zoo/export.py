@@ -20,16 +20,30 @@ def _trained_image_size(model):
     return None
 
 
+def _model_features(model):
+    """`images -> features` of an ssl_zoo model, or of the encoder a probe wraps."""
+    if callable(getattr(model, "features", None)):
+        return lambda x: model.features(x, training=False)
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None:
+        return _model_features(encoder)
+    raise ValueError(f"{type(model).__name__} has no `features` method and no "
+                     f"`encoder`: export needs an ssl_zoo model or a LinearProbe.")
+
+
 def export_model(model, path, image_size=None, inference=None):
     """Writes `model` as a SavedModel whose `serve` signature takes uint8 images.
 
-    Signature `serve(images: uint8 [batch, H, W, 3])` -> {"probabilities": float32
-    [batch, num_classes], "features": float32 [batch, D]}. Images of any H, W are
-    resized (bilinear) to the size the model was trained on. The write is atomic: the
+    Signature `serve(images: uint8 [batch, H, W, 3])` -> {"features": float32
+    [batch, D]} and, for every model with a classifier, "probabilities": float32
+    [batch, num_classes]. An encoder without one (`SupConModel`, `SimCLRModel`:
+    `model.has_classifier` is False) exports features only — wrap it in a trained
+    `LinearProbe` to export class probabilities. Images of any H, W are resized
+    (bilinear) to the size the model was trained on. The write is atomic: the
     directory appears complete or not at all.
 
     Args:
-        model: a built ssl_zoo model (has `features` and returns class logits).
+        model: a built ssl_zoo model, or a `LinearProbe`.
         path: output directory (replaced if it exists).
         image_size: (H, W) or int to resize to; default: the model's build shape.
         inference: for SLA models, 'single', 'aggregated' or 'self_distill'.
@@ -54,6 +68,8 @@ def export_model(model, path, image_size=None, inference=None):
             raise ValueError(f"{type(model).__name__} has no inference modes.")
         call_kwargs["inference"] = model._check_mode(inference)
     height, width = image_size
+    features_fn = _model_features(model)
+    has_classifier = bool(getattr(model, "has_classifier", True))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
                                                 name="images")])
@@ -62,10 +78,11 @@ def export_model(model, path, image_size=None, inference=None):
         x = tf.cond(tf.logical_and(tf.shape(x)[1] == height, tf.shape(x)[2] == width),
                     lambda: x, lambda: tf.image.resize(x, (height, width)))
         x = tf.ensure_shape(x, [None, height, width, 3])
-        logits = model(x, training=False, **call_kwargs)
-        features = model.features(x, training=False)
-        return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32)),
-                "features": tf.cast(features, tf.float32)}
+        out = {"features": tf.cast(features_fn(x), tf.float32)}
+        if has_classifier:
+            logits = model(x, training=False, **call_kwargs)
+            out["probabilities"] = tf.nn.softmax(tf.cast(logits, tf.float32))
+        return out
 
     archive = keras.export.ExportArchive()
     archive.track(model)

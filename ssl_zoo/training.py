@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from ssl_zoo.models.registry import get_method
-from ssl_zoo.utils.io import atomic_write_json
+from ssl_zoo.utils.io import atomic_path, atomic_write_json
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     verbose: object = "auto"
     method_kwargs: dict = dataclasses.field(default_factory=dict)
+    data_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
 def get_strategy(name):
@@ -114,18 +115,10 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
 
 
 def save_model_atomic(model, path):
-    """`model.save(path)` through a temporary file, so a crash never leaves half a file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
+    """`model.save(path)` through `atomic_path`, so a crash never leaves half a file."""
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return os.fspath(path)
 
 
 def load_data(cfg):
@@ -142,19 +135,65 @@ def load_data(cfg):
 
 
 def train_view(cfg, spec):
+    """The training view: `cfg.augment`, or the method's own view for 'auto'."""
     if cfg.augment == "auto":
         # Flips and shifts of 8x8 digits change what they depict; leave them plain.
         return "none" if cfg.dataset == "digits" and spec.view == "weak" else spec.view
     return cfg.augment
 
 
+def make_train_stream(spec, train, batch_size, *, view=None, seed=0, **data_kwargs):
+    """The endless, shuffled training stream a method declares (`spec.stream`).
+
+    Args:
+        spec: the method's `MethodSpec`.
+        train: an `ssl_zoo.data.ArrayDataset`.
+        batch_size: (labeled) batch size.
+        view: training view (default: the method's).
+        seed: shuffle / augmentation seed.
+        **data_kwargs: stream options: for "semi_supervised", `labeled_per_class`
+            (int or list; default 10% of each class) and `mu` (default 7).
+
+    Returns:
+        A `tf.data.Dataset` in the structure `spec.model_class` trains on.
+
+    Example:
+    >>> from ssl_zoo.data import load_arrays
+    >>> from ssl_zoo.models import get_method
+    >>> ds = make_train_stream(get_method("supcon"), load_arrays("digits", "test"), 8)
+    >>> tuple(ds.element_spec[0].shape)
+    (8, 2, 16, 16, 3)
+    """
+    from ssl_zoo.data import make_pipeline
+    view = spec.view if view is None else view
+    if spec.stream == "labeled":
+        if data_kwargs:
+            raise ValueError(f"Unknown data options {sorted(data_kwargs)} for a labeled "
+                             f"stream.")
+        return make_pipeline(train, batch_size, view=view, num_views=spec.num_views,
+                             shuffle=True, seed=seed, drop_remainder=True, repeat=True)
+    return _semi_supervised_stream(train, batch_size, view=view, seed=seed, **data_kwargs)
+
+
+def _semi_supervised_stream(train, batch_size, *, view, seed, mu=7, labeled_per_class=None):
+    import numpy as np
+
+    from ssl_zoo.data import labeled_unlabeled_split, make_semi_supervised_pipeline
+    counts = np.bincount(train.labels, minlength=train.info.num_classes)
+    if labeled_per_class is None:
+        labeled_per_class = [max(1, int(c) // 10) for c in counts]
+    labeled, unlabeled = labeled_unlabeled_split(train.labels, labeled_per_class,
+                                                 seed=seed)
+    return make_semi_supervised_pipeline(train.subset(labeled), train.subset(unlabeled),
+                                         batch_size, mu=mu, seed=seed, weak=view)
+
+
 def build_model(cfg, info, spec=None, sync_batchnorm=False):
     """Builds the method's model for a data set described by `info` (DatasetInfo)."""
     spec = spec or get_method(cfg.method)
-    kwargs = {**spec.defaults, **cfg.method_kwargs}
-    return spec.model_class(backbone=cfg.backbone, num_classes=info.num_classes,
-                            width=cfg.width, mean=info.mean, std=info.std,
-                            sync_batchnorm=sync_batchnorm, **kwargs)
+    return spec.build(backbone=cfg.backbone, num_classes=info.num_classes,
+                      width=cfg.width, mean=info.mean, std=info.std,
+                      sync_batchnorm=sync_batchnorm, **cfg.method_kwargs)
 
 
 def train_and_evaluate(cfg, log=print):
@@ -170,8 +209,6 @@ def train_and_evaluate(cfg, log=print):
     >>> sorted(out["metrics"])  # doctest: +SKIP
     ['aggregated_accuracy', 'joint_accuracy', 'loss', 'self_distill_accuracy', ...]
     """
-    from ssl_zoo.data import make_pipeline
-
     spec = get_method(cfg.method)
     start = time.time()
     keras.utils.set_random_seed(cfg.seed)
@@ -186,15 +223,14 @@ def train_and_evaluate(cfg, log=print):
         f"classes={info.num_classes} image={tuple(train.images.shape[1:])}")
     view = train_view(cfg, spec)
     # One endless shuffled stream; an epoch is `steps` batches, so no epoch runs dry.
-    train_ds = make_pipeline(train, cfg.batch_size, view=view, num_views=spec.num_views,
-                             shuffle=True, seed=cfg.seed, drop_remainder=True,
-                             repeat=True)
+    train_ds = make_train_stream(spec, train, cfg.batch_size, view=view, seed=cfg.seed,
+                                 **cfg.data_kwargs)
     steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
 
     with strategy.scope():
         model = build_model(cfg, info, spec, sync_batchnorm=replicas > 1)
         # Built up front so BackupAndRestore can restore into it.
-        model.build(tuple(train_ds.element_spec[0].shape))
+        model.build(_image_shape(train_ds.element_spec[0]))
         model.compile(optimizer=make_optimizer(cfg, steps * cfg.epochs),
                       jit_compile=parse_jit_compile(cfg.jit_compile))
 
@@ -234,17 +270,36 @@ def train_and_evaluate(cfg, log=print):
 
 
 def evaluate(model, spec, train, test, cfg):
-    """Test metrics of a trained model: `model.evaluate`, or a linear probe."""
+    """Test metrics of a trained model by the method's evaluation protocol.
+
+    "direct": `model.evaluate` (every metric the model reports, e.g. SLA's single /
+    aggregated / self-distilled accuracies) plus the scalar metrics of
+    `ssl_zoo.evaluation` (balanced accuracy, many/medium/few-shot, ...). Other
+    protocols ("linear_probe", "knn") run the evaluator of that name; a linear probe
+    is returned under "probe".
+    """
     from ssl_zoo.data import make_pipeline
-    if spec.evaluation == "linear_probe":
-        from ssl_zoo.models.linear_probe import linear_probe
-        result = linear_probe(model, train, test, num_classes=train.info.num_classes,
-                              batch_size=cfg.batch_size, return_probe=True)
-        return {"linear_probe_top1": result["top1"],
-                "linear_probe_train_top1": result["train_top1"], "probe": result["probe"]}
-    test_ds = make_pipeline(test, cfg.batch_size, view="none", shuffle=False)
-    return {k: float(v) for k, v in
-            model.evaluate(test_ds, return_dict=True, verbose=0).items()}
+    from ssl_zoo.evaluation import evaluate as run_evaluator
+    num_classes = train.info.num_classes
+    metrics = {}
+    if spec.evaluation == "direct":
+        test_ds = make_pipeline(test, cfg.batch_size, view="none", shuffle=False)
+        metrics.update({k: float(v) for k, v in
+                        model.evaluate(test_ds, return_dict=True, verbose=0).items()})
+    result = run_evaluator(spec.evaluation, model, train, test, num_classes,
+                           batch_size=cfg.batch_size)
+    for key, value in result.items():
+        if key == "probe" or isinstance(value, (int, float)):
+            metrics.setdefault(key, value)
+    return metrics
+
+
+def _image_shape(spec):
+    """The image shape a model is built with, from a stream's element spec."""
+    if isinstance(spec, dict):
+        spec = spec["images"]
+    shape = tuple(spec.shape)
+    return (None,) + shape[-3:]
 
 
 def _jsonable(obj):

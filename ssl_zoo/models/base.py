@@ -1,11 +1,13 @@
 """Shared plumbing of every ssl_zoo model: backbone, in-model normalisation, input
-checks, the mixed-precision-safe gradient step and config serialisation."""
+checks, the one gradient step (mixed precision, replicas, XLA) and serialisation."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from ssl_zoo.backbones import get_backbone
+from ssl_zoo.distribute import unscale_loss
 from ssl_zoo.layers.normalization import CIFAR10_MEAN, CIFAR10_STD, ImageNormalization
 
 
@@ -34,26 +36,56 @@ class PresetMixin:
 
 
 class BackboneModel(PresetMixin, keras.Model):
-    """Base class: raw 0..255 images -> `ImageNormalization` -> backbone features.
+    """Base class of every ssl_zoo method: images -> `ImageNormalization` -> backbone,
+    and the one gradient step all methods train with.
 
-    Subclasses add heads (`build_heads`), `call`, `train_step` and `test_step`.
+    A method writes four things in `keras.ops`, and the base does the rest (the
+    gradient tape, mixed-precision loss scaling, replica scaling, logging,
+    validation that survives XLA):
+
+    - `unpack(data, training)`: checks a batch from `fit`/`evaluate` and returns it
+      in the method's own structure (default: `(images, labels)`). Runs outside XLA,
+      so its graph assertions (label range, batch sizes) hold under
+      `jit_compile=True` as well.
+    - `forward(batch, training)`: the forward pass; returns a dict of tensors.
+    - `compute_losses(batch, outputs)`: a dict name -> scalar loss, each from a
+      per-example `keras.losses.Loss` (which scales by 1/replicas); they are summed.
+    - `update_metrics(batch, outputs, training)`: metric updates (optional).
+
+    and, for state outside the gradient (an EMA teacher, a feature queue), a
+    `post_step(batch, outputs)` run after the optimizer step, on every replica.
 
     Args:
         backbone: a name from `ssl_zoo.backbones.list_backbones()`, a `keras.Model`
             mapping images to (B, D) features, or its serialised config.
-        num_classes: number of classes N.
+        num_classes: number of classes N, or None for an encoder without classes
+            (labels are then not range-checked).
         width: channel multiplier when `backbone` is a name.
         mean, std: per-channel statistics on the 0..255 scale used inside the model.
         sync_batchnorm: global-batch batch-norm statistics under `tf.distribute`.
+
+    Example:
+    >>> from ssl_zoo.models.supervised import SupervisedModel
+    >>> model = SupervisedModel("resnet32_cifar", num_classes=3, width=0.25)
+    >>> model.compile(optimizer="sgd", jit_compile=True)
+    >>> model.fit(np.zeros((4, 8, 8, 3)), np.array([0, 1, 2, 5]), verbose=0)
+    Traceback (most recent call last):
+    ...
+    tensorflow.python.framework.errors_impl.InvalidArgumentError: ...labels must be in [0, 3)...
     """
+
+    #: whether `call` returns class logits (False for pure encoders such as SupCon);
+    #: export writes class probabilities only for models that have them.
+    has_classifier = True
 
     def __init__(self, backbone="resnet32_cifar", num_classes=10, width=1.0,
                  mean=CIFAR10_MEAN, std=CIFAR10_STD, sync_batchnorm=False, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or int(num_classes) != num_classes \
-                or int(num_classes) < 1:
+        if num_classes is not None and (
+                isinstance(num_classes, bool) or int(num_classes) != num_classes
+                or int(num_classes) < 1):
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-        self.num_classes = int(num_classes)
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.width = float(width)
         self.sync_batchnorm = bool(sync_batchnorm)
         if isinstance(backbone, dict):
@@ -63,6 +95,18 @@ class BackboneModel(PresetMixin, keras.Model):
         self.normalizer = ImageNormalization(mean, std, name="normalizer")
         self.feature_dim = int(self.backbone.output_shape[-1])
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self._loss_components = ()
+        self._recording_shape = False
+        self._trained_image_shape = None
+
+    def track_losses(self, *names):
+        """Logs each named entry of `compute_losses` as its own metric (besides 'loss').
+
+        Call in `__init__`; the names must be keys of the dict `compute_losses` returns.
+        """
+        for name in names:
+            setattr(self, f"_{name}_tracker", keras.metrics.Mean(name=name))
+        self._loss_components = tuple(self._loss_components) + tuple(names)
 
     # ----------------------------------------------------------------- building
     def build(self, input_shape):
@@ -80,14 +124,6 @@ class BackboneModel(PresetMixin, keras.Model):
         # traced step break the next fit() once a first trace has failed.
         if not self.built:
             self.build((None, None, None, len(self.normalizer.mean)))
-
-    def make_train_function(self, force=False):
-        self._ensure_built()
-        return super().make_train_function(force=force)
-
-    def make_test_function(self, force=False):
-        self._ensure_built()
-        return super().make_test_function(force=force)
 
     def build_heads(self, feature_shape):
         """Builds the subclass' heads for features of `feature_shape`."""
@@ -121,11 +157,30 @@ class BackboneModel(PresetMixin, keras.Model):
             raise TypeError(f"Images must be numeric (uint8 or float, 0..255 scale), got "
                             f"dtype {dtype.name}.")
         self.check_image_shape(tuple(images.shape))
+        if self._recording_shape and self._trained_image_shape is None:
+            shape = tuple(images.shape)
+            if all(d is not None for d in shape[1:]):
+                self._trained_image_shape = (None,) + tuple(int(d) for d in shape[1:])
         return images
+
+    def get_build_config(self):
+        # Built before tracing with unknown image sizes (see `_ensure_built`): keep
+        # the size the model was trained on, which export and reloading need.
+        config = super().get_build_config()
+        shape = (config or {}).get("input_shape")
+        if self._trained_image_shape is not None and shape is not None \
+                and len(shape) == len(self._trained_image_shape) \
+                and any(d is None for d in shape[1:]):
+            config = {**config, "input_shape": list(self._trained_image_shape)}
+        return config
 
     def check_labels(self, labels, images=None):
         """Flattens labels to (B,) int32 and asserts 0 <= y < num_classes in the graph
-        (the range check is skipped when `num_classes` is None)."""
+        (the range check is skipped when `num_classes` is None).
+
+        The assertions run in `unpack`, outside the XLA-compiled part of the step, so
+        they hold with `jit_compile=True` too.
+        """
         if labels is None:
             raise ValueError(f"{type(self).__name__}.fit/evaluate needs labels: feed "
                              f"(images, labels) pairs.")
@@ -154,40 +209,105 @@ class BackboneModel(PresetMixin, keras.Model):
         with tf.control_dependencies(checks):
             return tf.identity(labels)
 
-    def unpack(self, data, need_labels=True):
+    def unpack(self, data, training=True):
+        """Checks a `fit`/`evaluate` batch; returns `(images, labels)`.
+
+        Override for other batch structures (views, labeled + unlabeled streams).
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ValueError(f"{type(self).__name__} does not support sample weights.")
         x = self.check_images(x)
-        y = self.check_labels(y, x) if (need_labels or y is not None) else None
-        return x, y
+        return x, self.check_labels(y, x)
 
     # ----------------------------------------------------------------- forward
     def features(self, images, training=False):
         """Backbone features (B, D) of raw 0..255 images."""
         return self.backbone(self.normalizer(images), training=training)
 
-    # ----------------------------------------------------------------- training
-    def apply_loss(self, tape, loss):
-        """Gradients of `loss` (already scaled for distribution) and an update.
+    # ------------------------------------------------------ the method's contract
+    def forward(self, batch, training):
+        """The method's forward pass on an unpacked batch; a dict of tensors."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward().")
 
-        `loss` must have been produced inside `tape`; loss scaling for mixed
-        precision happens here through `optimizer.scale_loss`.
-        """
-        with tape:
+    def compute_losses(self, batch, outputs):
+        """A dict name -> scalar loss (per-example `Loss` objects, reduced)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement "
+                                  f"compute_losses().")
+
+    def update_metrics(self, batch, outputs, training):
+        """Updates the method's metrics (besides the loss trackers)."""
+
+    def post_step(self, batch, outputs):
+        """State updates outside the gradient, after the optimizer step (training only)."""
+
+    # ----------------------------------------------------------------- the step
+    def train_step(self, data):
+        return self._train_body(self.unpack(data, training=True))
+
+    def test_step(self, data):
+        return self._test_body(self.unpack(data, training=False))
+
+    def _train_body(self, batch):
+        with tf.GradientTape() as tape:
+            outputs = self.forward(batch, training=True)
+            losses = self.compute_losses(batch, outputs)
+            loss = _total(losses)
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
+        self.post_step(batch, outputs)
+        return self._log(batch, outputs, losses, loss, training=True)
 
-    @staticmethod
-    def unscale(value):
-        """Undoes Keras' 1/num_replicas loss scaling, for logging."""
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return value * replicas if replicas > 1 else value
+    def _test_body(self, batch):
+        outputs = self.forward(batch, training=False)
+        losses = self.compute_losses(batch, outputs)
+        return self._log(batch, outputs, losses, _total(losses), training=False)
 
-    def metric_results(self):
+    def _log(self, batch, outputs, losses, loss, training):
+        # Loss objects scale by 1/replicas for the gradient; undo it for the logs.
+        self.loss_tracker.update_state(unscale_loss(loss))
+        for name in self._loss_components:
+            getattr(self, f"_{name}_tracker").update_state(unscale_loss(losses[name]))
+        self.update_metrics(batch, outputs, training)
         return {m.name: m.result() for m in self.metrics}
+
+    def make_train_function(self, force=False):
+        return self._make_step_function("train", force)
+
+    def make_test_function(self, force=False):
+        return self._make_step_function("test", force)
+
+    def _make_step_function(self, kind, force):
+        attr = f"{kind}_function"
+        if getattr(self, attr) is not None and not force:
+            return getattr(self, attr)
+        self._ensure_built()
+        training = kind == "train"
+        body = self._train_body if training else self._test_body
+        xla = self.jit_compile is True and not self.run_eagerly
+        if xla:
+            # XLA drops graph assertions: only the step body is compiled; the batch
+            # is unpacked and checked in the plain graph around it.
+            body = tf.function(body, jit_compile=True, reduce_retracing=True)
+
+        def step(data):
+            self._recording_shape = True
+            try:
+                batch = self.unpack(data, training=training)
+            finally:
+                self._recording_shape = False
+            return body(batch)
+
+        jit_compile = self._jit_compile
+        self._jit_compile = False
+        try:
+            function = self._make_function(step)
+        finally:
+            self._jit_compile = jit_compile
+        setattr(self, attr, function)
+        return function
 
     # ------------------------------------------------------------------ config
     def get_config(self):
@@ -217,15 +337,28 @@ class BackboneModel(PresetMixin, keras.Model):
         return model
 
 
+def _total(losses):
+    if not losses:
+        raise ValueError("compute_losses returned no loss.")
+    values = list(losses.values())
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
+
+
 class LinearClassifierMixin:
     """An N-way linear classifier on the backbone features (one-pass inference).
 
     Mixed into `BackboneModel` subclasses (supervised, DA, MT): `add_classifier()`
     in `__init__` creates `classifier` and the `accuracy` metric; `call` returns the
-    float32 logits of the untransformed images and `test_step` scores them.
+    float32 logits of the untransformed images, and the default `forward` /
+    `compute_losses` train them with cross-entropy.
     """
 
     def add_classifier(self):
+        if self.num_classes is None:
+            raise ValueError(f"{type(self).__name__} needs num_classes.")
         self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
         self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -240,9 +373,13 @@ class LinearClassifierMixin:
         images = self.check_images(images)
         return self.classify(self.features(images, training))
 
-    def test_step(self, data):
-        x, y = self.unpack(data)
-        logits = self(x, training=False)
-        self.loss_tracker.update_state(self.unscale(self.ce(y, logits)))
-        self.accuracy.update_state(y, logits)
-        return self.metric_results()
+    def forward(self, batch, training):
+        images, labels = batch
+        return {"logits": self.classify(self.features(images, training)),
+                "labels": labels}
+
+    def compute_losses(self, batch, outputs):
+        return {"ce": self.ce(outputs["labels"], outputs["logits"])}
+
+    def update_metrics(self, batch, outputs, training):
+        self.accuracy.update_state(outputs["labels"], outputs["logits"])

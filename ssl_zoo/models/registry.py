@@ -1,44 +1,85 @@
-"""Method registry: how the CLI, examples and benchmarks build and train each method.
+"""Method registry: what each method needs from the data and how it is evaluated.
 
-A later method plugs in with one `register_method` call next to its model.
+Each method registers itself next to its model (`register_method(...)` at the end of
+its model file); the CLI, `training.py`, the examples, the benchmarks and the test
+battery read this registry and have no per-method branches.
 """
 
 import dataclasses
 
-from ssl_zoo.models.sla import DAModel, MTModel, SLAModel
-from ssl_zoo.models.supcon import SimCLRModel, SupConModel
-from ssl_zoo.models.supervised import SupervisedModel
+STREAMS = ("labeled", "semi_supervised")
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-    """How to build and feed one method.
+    """How to build, feed and evaluate one method.
 
     Attributes:
-        model_class: the `keras.Model` subclass.
+        model_class: the `keras.Model` subclass (a `BackboneModel`).
         description: one line for `ssl-zoo list`.
-        view: training view of the data pipeline ('weak', 'supcon', ...).
+        stream: what the training data stream yields:
+            "labeled": `(images, labels)` batches (B, H, W, 3), or
+            `(views, labels)` (B, V, H, W, 3) when `num_views > 1`; a view that
+            emits its own labels (e.g. puzzles) replaces the class labels.
+            "semi_supervised": a labeled and an unlabeled stream zipped,
+            `({"images", "unlabeled_weak", "unlabeled_strong"}, labels)`.
+        view: the training view, a name registered in `ssl_zoo.data` (weak,
+            strong, supcon, ...).
         num_views: views per image in a training batch.
-        evaluation: 'direct' (model.evaluate on labelled test data) or
-            'linear_probe' (frozen features + linear classifier).
+        evaluation: how a trained model is scored, a name of
+            `ssl_zoo.evaluation.EVALUATORS` ("direct", "linear_probe", "knn").
         defaults: constructor keyword arguments implied by the method name.
+        test_kwargs: small constructor arguments for the test battery.
+
+    Example:
+    >>> spec = get_method("supcon")
+    >>> spec.view, spec.num_views, spec.evaluation
+    ('supcon', 2, 'linear_probe')
     """
 
     model_class: type
     description: str
+    stream: str = "labeled"
     view: str = "weak"
     num_views: int = 1
     evaluation: str = "direct"
     defaults: dict = dataclasses.field(default_factory=dict)
+    test_kwargs: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.stream not in STREAMS:
+            raise ValueError(f"MethodSpec stream must be one of {STREAMS}, got "
+                             f"{self.stream!r}.")
+        if int(self.num_views) < 1:
+            raise ValueError(f"MethodSpec num_views must be >= 1, got {self.num_views}.")
+
+    def build(self, **kwargs):
+        """The model, with `defaults` overridden by `kwargs`."""
+        return self.model_class(**{**self.defaults, **kwargs})
 
 
 METHODS = {}
 
 
 def register_method(name, spec):
-    """Adds (or replaces) a method under `name`."""
+    """Adds (or replaces) a method under `name`; returns `spec`.
+
+    Example:
+    >>> from ssl_zoo.models.supervised import SupervisedModel
+    >>> _ = register_method("my_baseline", MethodSpec(SupervisedModel, "a copy"))
+    >>> get_method("my_baseline").model_class.__name__
+    'SupervisedModel'
+    >>> _ = unregister_method("my_baseline")
+    """
+    if not isinstance(spec, MethodSpec):
+        raise TypeError(f"register_method needs a MethodSpec, got {type(spec).__name__}.")
     METHODS[name] = spec
     return spec
+
+
+def unregister_method(name):
+    """Removes `name` from the registry; returns its spec (None if absent)."""
+    return METHODS.pop(name, None)
 
 
 def get_method(name):
@@ -49,22 +90,21 @@ def get_method(name):
     return METHODS[name]
 
 
-register_method("supervised", MethodSpec(
-    SupervisedModel, "Plain cross-entropy classifier (the baseline)."))
-register_method("sla", MethodSpec(
-    SLAModel, "SLA: joint class x transformation labels with aggregation and "
-              "self-distillation (Lee et al. 2020)."))
-register_method("sla_no_sd", MethodSpec(
-    SLAModel, "SLA without the self-distillation head (single/aggregated inference).",
-    defaults={"self_distill": False}))
-register_method("da", MethodSpec(
-    DAModel, "DA baseline: transformations as label-preserving augmentation."))
-register_method("mt", MethodSpec(
-    MTModel, "MT baseline: separate class and transformation heads, summed losses."))
-register_method("supcon", MethodSpec(
-    SupConModel, "SupCon: supervised contrastive loss on two views, exact across "
-                 "replicas; evaluated by linear probe (Khosla et al. 2020).",
-    view="supcon", num_views=2, evaluation="linear_probe"))
-register_method("simclr", MethodSpec(
-    SimCLRModel, "SimCLR / NT-Xent: SupCon without labels; evaluated by linear probe.",
-    view="supcon", num_views=2, evaluation="linear_probe"))
+def method_of(model):
+    """The registered name and spec of a model instance (its class, with matching
+    defaults where several names share a class); (None, None) if unregistered.
+
+    Example:
+    >>> from ssl_zoo.models.supcon import SimCLRModel
+    >>> method_of(SimCLRModel("resnet32_cifar", width=0.25))[0]
+    'simclr'
+    """
+    config = model.get_config()
+    best = (None, None)
+    for name, spec in sorted(METHODS.items()):
+        if type(model) is not spec.model_class:
+            continue
+        if all(config.get(k) == v for k, v in spec.defaults.items()):
+            if best[1] is None or len(spec.defaults) > len(best[1].defaults):
+                best = (name, spec)
+    return best

@@ -8,7 +8,6 @@ images into B*M transformed images inside the model, so users keep plain
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from ssl_zoo.layers.heads import (AggregatedInference, JointLabelHead, SelfDistillHead,
@@ -16,6 +15,7 @@ from ssl_zoo.layers.heads import (AggregatedInference, JointLabelHead, SelfDisti
 from ssl_zoo.layers.transforms import InputTransformations
 from ssl_zoo.losses.self_distill import SelfDistillationLoss
 from ssl_zoo.models.base import BackboneModel, LinearClassifierMixin
+from ssl_zoo.models.registry import MethodSpec, register_method
 
 INFERENCE_MODES = ("single", "aggregated", "self_distill")
 
@@ -98,13 +98,12 @@ class SLAModel(TransformationModel):
         if self.self_distill:
             self.distill_head = SelfDistillHead(n, name="distill_head")
             self.distill_loss = SelfDistillationLoss(temperature=temperature)
-        self.joint_loss_tracker = keras.metrics.Mean(name="joint_loss")
+        self.track_losses("joint_loss", *(["distill_loss"] if self.self_distill else []))
         self.joint_accuracy = keras.metrics.SparseCategoricalAccuracy(name="joint_accuracy")
         self.single_accuracy = keras.metrics.SparseCategoricalAccuracy(name="single_accuracy")
         self.aggregated_accuracy = keras.metrics.SparseCategoricalAccuracy(
             name="aggregated_accuracy")
         if self.self_distill:
-            self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
             self.distill_accuracy = keras.metrics.SparseCategoricalAccuracy(
                 name="self_distill_accuracy")
 
@@ -149,40 +148,27 @@ class SLAModel(TransformationModel):
             out["self_distill"] = self.distill_head(self.first_view(features))
         return out
 
-    def compute_losses(self, y, out):
-        joint_labels = self.transformations.joint_labels(y)
-        losses = {"joint_loss": self.ce(joint_labels, out["joint"])}
+    def forward(self, batch, training):
+        images, labels = batch
+        out = self.forward_all(images, training)
+        out["labels"] = labels
+        out["joint_labels"] = self.transformations.joint_labels(labels)
+        return out
+
+    def compute_losses(self, batch, outputs):
+        losses = {"joint_loss": self.ce(outputs["joint_labels"], outputs["joint"])}
         if self.self_distill:
             losses["distill_loss"] = self.distill_loss(
-                (y, out["aggregated"]), out["self_distill"])
-        return joint_labels, losses
+                (outputs["labels"], outputs["aggregated"]), outputs["self_distill"])
+        return losses
 
-    def _update(self, y, joint_labels, out, losses):
-        total = sum(losses.values())
-        self.loss_tracker.update_state(self.unscale(total))
-        self.joint_loss_tracker.update_state(self.unscale(losses["joint_loss"]))
-        self.joint_accuracy.update_state(joint_labels, out["joint"])
-        self.single_accuracy.update_state(y, out["single"])
-        self.aggregated_accuracy.update_state(y, out["aggregated"])
+    def update_metrics(self, batch, outputs, training):
+        y = outputs["labels"]
+        self.joint_accuracy.update_state(outputs["joint_labels"], outputs["joint"])
+        self.single_accuracy.update_state(y, outputs["single"])
+        self.aggregated_accuracy.update_state(y, outputs["aggregated"])
         if self.self_distill:
-            self.distill_loss_tracker.update_state(self.unscale(losses["distill_loss"]))
-            self.distill_accuracy.update_state(y, out["self_distill"])
-        return self.metric_results()
-
-    def train_step(self, data):
-        x, y = self.unpack(data)
-        with tf.GradientTape() as tape:
-            out = self.forward_all(x, training=True)
-            joint_labels, losses = self.compute_losses(y, out)
-            loss = sum(losses.values())
-        self.apply_loss(tape, loss)
-        return self._update(y, joint_labels, out, losses)
-
-    def test_step(self, data):
-        x, y = self.unpack(data)
-        out = self.forward_all(x, training=False)
-        joint_labels, losses = self.compute_losses(y, out)
-        return self._update(y, joint_labels, out, losses)
+            self.distill_accuracy.update_state(y, outputs["self_distill"])
 
     def get_config(self):
         return {**super().get_config(), "self_distill": self.self_distill,
@@ -208,16 +194,12 @@ class DAModel(LinearClassifierMixin, TransformationModel):
                          transforms=transforms, **kwargs)
         self.add_classifier()
 
-    def train_step(self, data):
-        x, y = self.unpack(data)
-        y_rep = self.transformations.repeat_labels(y)
-        with tf.GradientTape() as tape:
-            logits = self.classify(self.expanded_features(x, True))
-            loss = self.ce(y_rep, logits)
-        self.apply_loss(tape, loss)
-        self.loss_tracker.update_state(self.unscale(loss))
-        self.accuracy.update_state(y_rep, logits)
-        return self.metric_results()
+    def forward(self, batch, training):
+        if not training:  # inference is one pass on the untransformed images
+            return super().forward(batch, training)
+        images, labels = batch
+        return {"logits": self.classify(self.expanded_features(images, True)),
+                "labels": self.transformations.repeat_labels(labels)}
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
@@ -246,29 +228,35 @@ class MTModel(LinearClassifierMixin, TransformationModel):
     def build_heads(self, feature_shape):
         self.build_layers(feature_shape, self.classifier, self.transform_head)
 
-    def _step(self, x, y, training):
-        y_rep = self.transformations.repeat_labels(y)
-        t = self.transformations.transform_labels(ops.shape(x)[0])
-        features = self.expanded_features(x, training)
-        cls = self.classify(features)
-        trf = ops.cast(self.transform_head(features), "float32")
-        loss = self.ce(y_rep, cls) + self.ce(t, trf)
-        return loss, (y_rep, cls, t, trf)
+    def forward(self, batch, training):
+        images, labels = batch
+        features = self.expanded_features(images, training)
+        return {"logits": self.classify(features),
+                "labels": self.transformations.repeat_labels(labels),
+                "transform_logits": ops.cast(self.transform_head(features), "float32"),
+                "transform_labels": self.transformations.transform_labels(
+                    ops.shape(images)[0])}
 
-    def train_step(self, data):
-        x, y = self.unpack(data)
-        with tf.GradientTape() as tape:
-            loss, (y_rep, cls, t, trf) = self._step(x, y, True)
-        self.apply_loss(tape, loss)
-        self.loss_tracker.update_state(self.unscale(loss))
-        self.accuracy.update_state(y_rep, cls)
-        self.transform_accuracy.update_state(t, trf)
-        return self.metric_results()
+    def compute_losses(self, batch, outputs):
+        return {"ce": self.ce(outputs["labels"], outputs["logits"])
+                + self.ce(outputs["transform_labels"], outputs["transform_logits"])}
 
-    def test_step(self, data):
-        x, y = self.unpack(data)
-        loss, (_, _, t, trf) = self._step(x, y, False)
-        self.loss_tracker.update_state(self.unscale(loss))
-        self.accuracy.update_state(y, self(x, training=False))
-        self.transform_accuracy.update_state(t, trf)
-        return self.metric_results()
+    def update_metrics(self, batch, outputs, training):
+        if training:
+            self.accuracy.update_state(outputs["labels"], outputs["logits"])
+        else:  # accuracy of the one-pass inference: the identity rows
+            self.accuracy.update_state(batch[1], self.first_view(outputs["logits"]))
+        self.transform_accuracy.update_state(outputs["transform_labels"],
+                                             outputs["transform_logits"])
+
+
+register_method("sla", MethodSpec(
+    SLAModel, "SLA: joint class x transformation labels with aggregation and "
+              "self-distillation (Lee et al. 2020)."))
+register_method("sla_no_sd", MethodSpec(
+    SLAModel, "SLA without the self-distillation head (single/aggregated inference).",
+    defaults={"self_distill": False}))
+register_method("da", MethodSpec(
+    DAModel, "DA baseline: transformations as label-preserving augmentation."))
+register_method("mt", MethodSpec(
+    MTModel, "MT baseline: separate class and transformation heads, summed losses."))

@@ -8,6 +8,7 @@ from keras import ops
 from ssl_zoo.layers.projection import ProjectionHead
 from ssl_zoo.losses.supcon import CONTRAST_MODES, SupConLoss
 from ssl_zoo.models.base import BackboneModel
+from ssl_zoo.models.registry import MethodSpec, register_method
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
@@ -53,13 +54,12 @@ class SupConModel(BackboneModel):
     >>> history = model.fit(views, ops.array([0, 1, 0, 1]), epochs=1, verbose=0)
     """
 
+    has_classifier = False  # an encoder: evaluated by linear probe, exports features
+
     def __init__(self, backbone="resnet32_cifar", projection_dim=128, hidden_dims=None,
                  temperature=0.1, base_temperature=0.07, supervised=True,
                  num_classes=None, contrast_mode="all", **kwargs):
-        super().__init__(backbone=backbone,
-                         num_classes=1 if num_classes is None else num_classes, **kwargs)
-        if num_classes is None:
-            self.num_classes = None
+        super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
         self.supervised = bool(supervised)
         self.contrast_mode = contrast_mode
         if contrast_mode not in CONTRAST_MODES:
@@ -123,7 +123,7 @@ class SupConModel(BackboneModel):
                              f"supervised=False without labels.")
         return super().check_labels(labels, images)
 
-    def unpack(self, data, need_labels=None):
+    def unpack(self, data, training=True):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ValueError(f"{type(self).__name__} does not support sample weights.")
@@ -160,20 +160,12 @@ class SupConModel(BackboneModel):
         return ops.reshape(z, (batch, num_views, self.projection_dim))
 
     # ---------------------------------------------------------------- training
-    def train_step(self, data):
-        x, y = self.unpack(data)
-        with tf.GradientTape() as tape:
-            z = self.project(x, training=True)
-            loss = self.contrastive_loss(y, z)
-        self.apply_loss(tape, loss)
-        self.loss_tracker.update_state(self.unscale(loss))
-        return self.metric_results()
+    def forward(self, batch, training):
+        views, _ = batch
+        return {"projections": self.project(views, training=training)}
 
-    def test_step(self, data):
-        x, y = self.unpack(data)
-        loss = self.contrastive_loss(y, self.project(x, training=False))
-        self.loss_tracker.update_state(self.unscale(loss))
-        return self.metric_results()
+    def compute_losses(self, batch, outputs):
+        return {"supcon": self.contrastive_loss(batch[1], outputs["projections"])}
 
     # ------------------------------------------------------------------ config
     def get_config(self):
@@ -210,3 +202,14 @@ class SimCLRModel(SupConModel):
         config = super().get_config()
         config.pop("supervised")
         return config
+
+
+register_method("supcon", MethodSpec(
+    SupConModel, "SupCon: supervised contrastive loss on two views, exact across "
+                 "replicas; evaluated by linear probe (Khosla et al. 2020).",
+    view="supcon", num_views=2, evaluation="linear_probe",
+    test_kwargs={"projection_dim": 8}))
+register_method("simclr", MethodSpec(
+    SimCLRModel, "SimCLR / NT-Xent: SupCon without labels; evaluated by linear probe.",
+    view="supcon", num_views=2, evaluation="linear_probe",
+    test_kwargs={"projection_dim": 8}))

@@ -1,9 +1,9 @@
 """Plain supervised classifier: the baseline every method is compared with."""
 
 import keras
-import tensorflow as tf
 
 from ssl_zoo.models.base import BackboneModel, LinearClassifierMixin
+from ssl_zoo.models.registry import MethodSpec, register_method
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
@@ -31,12 +31,6 @@ class SupervisedModel(LinearClassifierMixin, BackboneModel):
         super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
         self.add_classifier()
 
-    def train_step(self, data):
-        x, y = self.unpack(data)
-        with tf.GradientTape() as tape:
-            logits = self(x, training=True)
-            loss = self.ce(y, logits)
-        self.apply_loss(tape, loss)
-        self.loss_tracker.update_state(self.unscale(loss))
-        self.accuracy.update_state(y, logits)
-        return self.metric_results()
+
+register_method("supervised", MethodSpec(
+    SupervisedModel, "Plain cross-entropy classifier (the baseline)."))

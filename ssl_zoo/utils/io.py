@@ -17,12 +17,51 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path that replaces `path` only if the block succeeds.
+
+    The one mechanism behind every file ssl_zoo writes: the temporary file lives in
+    the directory of `path` (so `os.replace` is atomic on POSIX) and keeps its
+    suffix (Keras checks `.keras` / `.weights.h5`), is fsync'ed and renamed over
+    `path` when the block returns, and removed if the block raises; `path` is then
+    left as it was (absent, or its old contents).
+
+    Yields:
+        The temporary path (str); the block writes it (e.g. `model.save(tmp)`).
+
+    Example:
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with atomic_path(p) as tmp:
+    ...     _ = open(tmp, "w").write("hello")
+    >>> open(p).read()
+    'hello'
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    name = os.path.basename(path)
+    suffix = name[name.index("."):] if "." in name.lstrip(".") else ""
+    fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp" + suffix,
+                               dir=directory)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual mode
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """Open a temporary file that replaces `path` only if the block succeeds.
 
-    The temporary file lives in the directory of `path` (so `os.replace` is atomic on
-    POSIX), is flushed and fsync'ed before the rename, and is removed if the block
-    raises; `path` is then left as it was (absent, or its old contents).
+    `atomic_path` with the file opened for you.
 
     Args:
         path: destination file path; its directory is created if missing.
@@ -41,23 +80,11 @@ def atomic_write(path, mode="wb"):
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}.")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=directory)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual mode
-        kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
-        with os.fdopen(fd, mode, **kwargs) as f:
+    kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 @contextlib.contextmanager

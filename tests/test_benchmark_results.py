@@ -1,0 +1,55 @@
+"""Shipped benchmark figures agree with each other and with the docs that quote them.
+
+A figure in the docs must come from the JSON its benchmark script wrote; a results file
+must not carry a second, older copy of a measurement that another file holds.
+"""
+
+import json
+import os
+import re
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def _load(name):
+    with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _doc(name):
+    with open(os.path.join(ROOT, "docs", name), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_sla_speed_lives_in_one_file():
+    # benchmarks/sla.py writes speed to sla_speed.json and accuracy to sla.json; a
+    # speed block in sla.json is a stale duplicate (it once said SLA/CE = 0.787).
+    assert "speed" not in _load("sla.json")
+    speeds = _load("sla_speed.json")["speed"]
+    assert {s["jit_compile"] for s in speeds} == {False, True}
+
+
+@pytest.mark.parametrize("row, key", [
+    ("SLA+SD training step / plain CE step", "sla_step_over_ce_step"),
+    ("SLA+SD inference (head u) / supervised inference", "sd_inference_over_supervised"),
+    ("SLA+AG inference / supervised inference", "ag_inference_over_supervised"),
+])
+def test_sla_doc_speed_table_matches_results(row, key):
+    speeds = {s["jit_compile"]: s for s in _load("sla_speed.json")["speed"]}
+    line = next(l for l in _doc("sla.md").splitlines() if l.startswith(f"| {row}"))
+    graph, xla = (float(v) for v in re.findall(r"\| ([0-9.]+) ", line)[:2])
+    assert graph == pytest.approx(round(speeds[False][key], 2), abs=1e-9), line
+    assert xla == pytest.approx(round(speeds[True][key], 2), abs=1e-9), line
+
+
+def test_sla_doc_accuracy_table_matches_results():
+    accuracy = _load("sla.json")["accuracy"]
+    text = _doc("sla.md")
+    for name, value in accuracy.items():
+        if name.startswith("_"):
+            continue
+        assert re.search(rf"\| {re.escape(name)} \| {100 * value:.2f} \|", text), (
+            f"docs/sla.md does not quote {name} = {100 * value:.2f} from sla.json")
