@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from ssl_zoo import distribute
 from ssl_zoo.backbones import get_backbone
 from ssl_zoo.layers.normalization import CIFAR10_MEAN, CIFAR10_STD, ImageNormalization
 
@@ -183,8 +184,7 @@ class BackboneModel(PresetMixin, keras.Model):
     @staticmethod
     def unscale(value):
         """Undoes Keras' 1/num_replicas loss scaling, for logging."""
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return value * replicas if replicas > 1 else value
+        return distribute.unscale_loss(value)
 
     def metric_results(self):
         return {m.name: m.result() for m in self.metrics}
