@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras import ops
 
 from ssl_zoo import distribute
+from ssl_zoo.utils.labels import label_vector
 
 CONTRAST_MODES = ("all", "one")
 
@@ -145,20 +146,6 @@ class SupConLoss(keras.losses.Loss):
                 f"ops.stack([z1, z2], axis=1).")
         return shape
 
-    def _check_labels(self, labels, batch):
-        shape = tuple(labels.shape)
-        if len(shape) == 2 and shape[-1] == 1:
-            labels = ops.reshape(labels, (-1,))
-            shape = shape[:1]
-        if len(shape) != 1:
-            raise ValueError(f"SupConLoss labels must have shape (batch,) or (batch, 1), "
-                             f"got shape {tuple(labels.shape)} (one-hot labels: use "
-                             f"argmax first).")
-        if shape[0] is not None and batch is not None and shape[0] != batch:
-            raise ValueError(f"SupConLoss labels length {shape[0]} does not match the "
-                             f"features' batch size {batch}.")
-        return ops.cast(labels, "int32")
-
     # -------------------------------------------------------------------- loss
     def __call__(self, y_true, y_pred, sample_weight=None):
         # keras.losses.Loss converts y_true to a tensor; an empty structure passes
@@ -180,7 +167,7 @@ class SupConLoss(keras.losses.Loss):
         if self.normalize:
             features = l2_normalize(features)
         if supervised:
-            labels = self._check_labels(y_true, batch)
+            labels = label_vector(y_true, batch, "SupConLoss")
             checks = [tf.debugging.assert_equal(
                 tf.shape(labels)[0], tf.shape(features)[0],
                 message="SupConLoss labels length does not match the features' batch "
