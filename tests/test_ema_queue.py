@@ -12,7 +12,7 @@ import tensorflow as tf
 from harness import (assert_close_to_reference, assert_weights_close,
                      run_layer_serialization_test, run_model_saving_test)
 from ssl_zoo.backbones import get_backbone
-from ssl_zoo.layers import ClassFeatureQueue, EMATeacher
+from ssl_zoo.layers import ClassFeatureQueue, EMATeacher, fifo_write_rows
 
 IMAGE = (8, 8, 3)
 
@@ -244,6 +244,28 @@ def test_batch_with_more_than_queue_size_samples_of_a_class_keeps_its_last():
     np.testing.assert_array_equal(queue.contents(0)[:, 0], [5, 6, 7])
     assert queue.pointer.numpy().tolist() == [(1 + 7) % 3, 0]
     assert queue.count.numpy().tolist() == [3, 0]
+
+
+def test_written_rows_are_distinct_and_the_last_queue_size_of_each_class():
+    """No duplicate scatter index (a CPU scatter applies duplicates in order and would
+    hide a race that parallel hardware has), each class in its own rows."""
+    rng = np.random.default_rng(9)
+    k, s = 4, 3
+    for _ in range(5):
+        labels = rng.integers(-1, k + 1, 20).astype("int32")    # includes -1 and K
+        pointer = rng.integers(0, s, k).astype("int32")
+        rows, per_class = (np.asarray(v) for v in fifo_write_rows(labels, pointer, k, s))
+        written = rows < k * s
+        assert np.all(rows <= k * s)
+        assert len(set(rows[written])) == written.sum()
+        for c in range(k):
+            members = np.flatnonzero(labels == c)
+            assert per_class[c] == len(members)
+            np.testing.assert_array_equal(np.flatnonzero(written & (labels == c)),
+                                          members[-s:])
+            expected = c * s + (pointer[c] + np.arange(len(members))) % s
+            np.testing.assert_array_equal(rows[members[-s:]], expected[-s:])
+        assert not written[(labels < 0) | (labels >= k)].any()
 
 
 def test_empty_queue_gives_zero_prototypes_and_no_valid_class():

@@ -2,7 +2,7 @@
 mechanisms methods declare they use (EMA teacher, per-class feature queue)."""
 
 from ssl_zoo.layers.ema import EMATeacher
-from ssl_zoo.layers.feature_queue import ClassFeatureQueue
+from ssl_zoo.layers.feature_queue import ClassFeatureQueue, fifo_write_rows
 from ssl_zoo.layers.heads import (AggregatedInference, JointLabelHead, SelfDistillHead,
                                   single_logits)
 from ssl_zoo.layers.projection import ProjectionHead
@@ -15,4 +15,4 @@ __all__ = ["AggregatedInference", "CIFAR10_MEAN", "CIFAR10_STD", "COLOR_PERMUTAT
            "ClassFeatureQueue", "EMATeacher", "ImageNormalization", "InputTransformations",
            "JointLabelHead", "ProjectionHead", "ROTATIONS", "SelfDistillHead",
            "TRANSFORM_SETS", "apply_transform", "permute_channels", "resolve_transforms",
-           "rotate90", "single_logits"]
+           "fifo_write_rows", "rotate90", "single_logits"]

@@ -18,6 +18,45 @@ def _positive_int(value, what):
     return int(value)
 
 
+def fifo_write_rows(labels, pointer, num_classes, queue_size):
+    """Where each sample of a batch goes in per-class ring buffers, vectorised.
+
+    Sample i of class k goes to slot (pointer[k] + r_i) mod S, r_i its rank among the
+    batch's class-k samples; of a class with n_k > S samples only the last S are
+    written, so the written rows are distinct (a scatter with no duplicate index,
+    hence no write race on parallel hardware).
+
+    Args:
+        labels: (N,) int32 class ids; ids outside [0, K) are not written nor counted.
+        pointer: (K,) int32, each class's next slot.
+        num_classes: K.
+        queue_size: S.
+
+    Returns:
+        (rows, per_class): rows (N,) int32, the row k*S + slot of a written sample in
+        the (K*S, D) flattened buffers, or K*S (one past the end) for a sample that is
+        not written; per_class (K,) int32, n_k, the batch's samples of each class.
+
+    Example:
+    >>> rows, n = fifo_write_rows(ops.array([1, 1, 1, 0, 7], "int32"),
+    ...                           ops.array([0, 1], "int32"), 2, 2)
+    >>> ops.convert_to_numpy(rows).tolist(), ops.convert_to_numpy(n).tolist()
+    ([4, 2, 3, 0, 4], [1, 3])
+    """
+    k, s = num_classes, queue_size
+    # One-hot rows of out-of-range labels are all zero: they get no slot, no count.
+    one_hot = ops.cast(labels[:, None] == ops.arange(k, dtype="int32")[None, :],
+                       "int32")                                        # (N, K)
+    rank = ops.sum((ops.cumsum(one_hot, axis=0) - one_hot) * one_hot, axis=1)
+    per_class = ops.sum(one_hot, axis=0)
+    class_total = ops.sum(one_hot * per_class[None, :], axis=1)
+    class_pointer = ops.sum(one_hot * pointer[None, :], axis=1)
+    in_range = ops.sum(one_hot, axis=1) > 0
+    written = ops.logical_and(in_range, rank >= class_total - s)
+    slot = ops.mod(class_pointer + rank, s)
+    return ops.where(written, labels * s + slot, k * s), per_class
+
+
 @keras.saving.register_keras_serializable(package="ssl_zoo")
 class ClassFeatureQueue(keras.layers.Layer):
     """Per-class FIFO queues of features; prototypes are the queue means.
@@ -129,31 +168,20 @@ class ClassFeatureQueue(keras.layers.Layer):
             features = distribute.all_gather(features)
             labels = distribute.all_gather(labels)
         k, s, d = self.num_classes, self.queue_size, self.feature_dim
-        in_range = ops.logical_and(labels >= 0, labels < k)
         checks = [
             tf.debugging.assert_equal(
                 tf.shape(labels)[0], tf.shape(features)[0],
                 message="ClassFeatureQueue labels length does not match the features' "
                         "batch size"),
             tf.debugging.Assert(
-                ops.all(in_range),
+                ops.all(ops.logical_and(labels >= 0, labels < k)),
                 [f"ClassFeatureQueue labels must be in [0, {k}), got", labels]),
         ]
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
 
-        # One-hot rows of out-of-range labels are all zero: they get no slot, no count.
-        one_hot = ops.cast(labels[:, None] == ops.arange(k, dtype="int32")[None, :],
-                           "int32")                                    # (N, K)
-        rank = ops.sum((ops.cumsum(one_hot, axis=0) - one_hot) * one_hot, axis=1)
-        per_class = ops.sum(one_hot, axis=0)                          # n_k
         pointer = ops.convert_to_tensor(self.pointer)
-        class_total = ops.sum(one_hot * per_class[None, :], axis=1)
-        class_pointer = ops.sum(one_hot * pointer[None, :], axis=1)
-        # Only a class's last S samples are written: distinct slots, no scatter race.
-        written = ops.logical_and(in_range, rank >= class_total - s)
-        slot = ops.mod(class_pointer + rank, s)
-        row = ops.where(written, labels * s + slot, k * s)            # k*s: discarded
+        row, per_class = fifo_write_rows(labels, pointer, k, s)
         rows = ops.concatenate([ops.reshape(ops.convert_to_tensor(self.queue), (k * s, d)),
                                 ops.zeros((1, d), "float32")])
         rows = ops.scatter_update(rows, row[:, None], features)
