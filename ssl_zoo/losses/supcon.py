@@ -7,6 +7,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from ssl_zoo import distribute
+from ssl_zoo.utils.labels import label_vector
+
 CONTRAST_MODES = ("all", "one")
 
 # Added to the logit of an anchor against itself before the log-sum-exp. A large
@@ -26,14 +29,6 @@ def l2_normalize(x, axis=-1):
     x = ops.convert_to_tensor(x)
     sq = ops.sum(ops.square(x), axis=axis, keepdims=True)
     return x * ops.rsqrt(ops.maximum(sq, ops.cast(_NORM_EPSILON, x.dtype)))
-
-
-def _replica_context():
-    """The replica context to gather over, or None outside multi-replica execution."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync <= 1:
-        return None
-    return ctx
 
 
 def _dense_label_ids(labels):
@@ -151,20 +146,6 @@ class SupConLoss(keras.losses.Loss):
                 f"ops.stack([z1, z2], axis=1).")
         return shape
 
-    def _check_labels(self, labels, batch):
-        shape = tuple(labels.shape)
-        if len(shape) == 2 and shape[-1] == 1:
-            labels = ops.reshape(labels, (-1,))
-            shape = shape[:1]
-        if len(shape) != 1:
-            raise ValueError(f"SupConLoss labels must have shape (batch,) or (batch, 1), "
-                             f"got shape {tuple(labels.shape)} (one-hot labels: use "
-                             f"argmax first).")
-        if shape[0] is not None and batch is not None and shape[0] != batch:
-            raise ValueError(f"SupConLoss labels length {shape[0]} does not match the "
-                             f"features' batch size {batch}.")
-        return ops.cast(labels, "int32")
-
     # -------------------------------------------------------------------- loss
     def __call__(self, y_true, y_pred, sample_weight=None):
         # keras.losses.Loss converts y_true to a tensor; an empty structure passes
@@ -186,7 +167,7 @@ class SupConLoss(keras.losses.Loss):
         if self.normalize:
             features = l2_normalize(features)
         if supervised:
-            labels = self._check_labels(y_true, batch)
+            labels = label_vector(y_true, batch, "SupConLoss")
             checks = [tf.debugging.assert_equal(
                 tf.shape(labels)[0], tf.shape(features)[0],
                 message="SupConLoss labels length does not match the features' batch "
@@ -201,20 +182,19 @@ class SupConLoss(keras.losses.Loss):
         n_local = ops.shape(features)[0]
         num_views = ops.shape(features)[1]
         dim = ops.shape(features)[2]
-        ctx = _replica_context() if self.gather_replicas else None
-        if ctx is None:
+        gather = self.gather_replicas and distribute.replica_context() is not None
+        if gather:
+            offset = distribute.replica_offset(n_local)
+            all_features = distribute.all_gather(features)
+        else:
             offset = 0
             all_features = features
-        else:
-            sizes = ctx.all_gather(ops.reshape(n_local, (1,)), axis=0)
-            offset = ops.sum(sizes[:ctx.replica_id_in_sync_group])
-            all_features = ctx.all_gather(features, axis=0)
         n_global = ops.shape(all_features)[0]
         if labels is None:
             # NT-Xent: a sample's label is its global index.
             all_labels = ops.arange(n_global, dtype="int32")
         else:
-            all_labels = labels if ctx is None else ctx.all_gather(labels, axis=0)
+            all_labels = distribute.all_gather(labels) if gather else labels
 
         # Contrast set: the global multi-view batch, sample-major (row s*V + v).
         contrast = ops.reshape(all_features, (-1, dim))
