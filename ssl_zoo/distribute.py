@@ -23,7 +23,6 @@ assigns a value in replica context:
 
 import contextlib
 
-import keras
 import tensorflow as tf
 from keras import ops
 

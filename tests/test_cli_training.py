@@ -152,3 +152,50 @@ def test_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "fresh").exists()
     assert sorted(os.listdir(tmp_path / "out")) == before   # old export untouched
     assert sorted(os.listdir(tmp_path)) == ["out"]          # no temporary leftovers
+
+
+def test_cli_supcon_model_reloads_trainable(tmp_path):
+    """Defect: the linear probe run by `train --method=supcon` froze the model in
+    place, so model.keras reloaded frozen and a later fit failed."""
+    from ssl_zoo.models import get_method
+    from ssl_zoo.training import make_train_stream
+    out = train_and_evaluate(TrainConfig(
+        method="supcon", dataset="digits", width=0.125, epochs=1, steps_per_epoch=2,
+        batch_size=16, model_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"),
+        max_train_examples=64, max_test_examples=32, verbose=0), log=lambda *_: None)
+    assert "linear_probe_top1" in out["metrics"]
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.trainable and all(layer.trainable for layer in model._flatten_layers())
+    from ssl_zoo.data import load_arrays
+    stream = make_train_stream(get_method("supcon"), load_arrays("digits", "test"), 16)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    history = model.fit(stream, steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_export_of_contrastive_models_and_probes(tmp_path):
+    """Defect: export of a LinearProbe raised AttributeError, and a SupConModel
+    exported a softmax over feature dimensions as 'probabilities'."""
+    import tensorflow as tf
+    from ssl_zoo import LinearProbe, SupConModel
+    images = np.random.RandomState(0).randint(0, 256, (3, 8, 8, 3)).astype("uint8")
+    encoder = SupConModel("resnet32_cifar", width=0.125, projection_dim=8)
+    encoder(images.astype("float32"))
+    assert not encoder.has_classifier
+    path = export_model(encoder, tmp_path / "encoder")
+    loaded = tf.saved_model.load(path)
+    out = loaded.serve(tf.constant(images))
+    assert sorted(out) == ["features"]
+    np.testing.assert_allclose(out["features"], encoder(images.astype("float32")),
+                               atol=1e-5)
+
+    probe = LinearProbe(encoder, num_classes=4)
+    probe(images.astype("float32"))
+    path = export_model(probe, tmp_path / "probe")
+    loaded = tf.saved_model.load(path)
+    out = loaded.serve(tf.constant(images))
+    assert out["probabilities"].shape == (3, 4)
+    np.testing.assert_allclose(out["probabilities"],
+                               tf.nn.softmax(probe(images.astype("float32"))), atol=1e-5)
+    np.testing.assert_allclose(out["features"], encoder(images.astype("float32")),
+                               atol=1e-5)

@@ -14,8 +14,7 @@ import pytest
 import tensorflow as tf
 
 from harness import (assert_close_to_reference, run_fit_reduces_loss,
-                     run_model_saving_test, run_precision_test,
-                     run_replica_parity_test, to_numpy, two_cpu_strategy)
+                     run_model_saving_test, to_numpy)
 from ssl_zoo import DAModel, MTModel, SLAModel, SupervisedModel
 
 N = 3          # classes
@@ -259,16 +258,14 @@ def test_supervised_loss_is_cross_entropy():
 
 
 # --------------------------------------------------------------------- training
-@pytest.mark.parametrize("name", sorted(MODELS))
+# fit lowers the loss, mixed precision, XLA, saving and 1-vs-2-replica parity of
+# every *registered* method (sla, sla_no_sd, da, mt, supervised) are in the method
+# battery (tests/test_method_battery.py); here only the variants it does not build.
+@pytest.mark.parametrize("name", ["sla_color"])
 def test_fit_reduces_loss(name):
     x, y = _data(b=8)
     run_fit_reduces_loss(MODELS[name](), x, y, steps=5,
                          optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
-
-
-@pytest.mark.parametrize("name", ["sla_sd", "mt"])
-def test_mixed_precision_training(name):
-    run_precision_test(MODELS[name], _data(b=8), steps=5, learning_rate=0.02)
 
 
 def test_jit_compile_trains_like_graph_mode():
@@ -297,7 +294,7 @@ def test_jit_compile_trains_like_graph_mode():
 SAVE_CALLS = {"sla_sd": {}, "sla": {}, "sla_color": {"inference": "single"}}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", ["sla_color"])
 def test_saving_round_trip(name, tmp_path):
     model = MODELS[name]()
     x, _ = _data()
@@ -337,18 +334,6 @@ def test_saving_after_fit_only(name, tmp_path):
                               name="reloaded predictions")
 
 
-# ---------------------------------------------------------------- replica parity
-@pytest.mark.parametrize("name", ["sla_sd", "supervised"])
-def test_one_vs_two_replica_parity(name):
-    """One SGD step on a global batch of 4: 1 replica vs 2 replicas of 2 images
-    (8 transformed images each for SLA). sync_batchnorm=True, see the harness."""
-    kwargs = {**TINY, "sync_batchnorm": True}
-    run_replica_parity_test(lambda: MODELS[name](**kwargs), _data(b=4),
-                            optimizer_fn=lambda: keras.optimizers.SGD(0.1, momentum=0.9),
-                            strategy=two_cpu_strategy(), atol=1e-4, rtol=1e-3)
-
-
-# ------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("name,bad_label", [("sla_sd", N), ("da", -1), ("mt", N),
                                             ("supervised", -1)])
 def test_labels_out_of_range_raise(name, bad_label):

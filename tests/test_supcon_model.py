@@ -171,53 +171,5 @@ def test_save_and_load_round_trip(tmp_path):
     assert type(keras.saving.load_model(path)) is SimCLRModel
 
 
-def test_mixed_precision_training_is_finite():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    keras.utils.set_random_seed(3)
-    x, y = views_data()
-    model = tiny()
-    model.compile(optimizer=keras.optimizers.SGD(0.05))
-    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    # The loss scale starts at 2^15 and halves on overflowing steps (skipped), as
-    # keras.optimizers.LossScaleOptimizer does; later steps train.
-    history = model.fit(x, y, batch_size=16, epochs=6, verbose=0).history["loss"]
-    assert all(np.isfinite(history)), history
-    assert int(model.optimizer.iterations) >= 3
-    assert np.mean(history[-2:]) < history[0], history
-    assert model(x[:, 0]).dtype == "float32"
-
-
-def test_jit_compiled_training_step():
-    keras.utils.set_random_seed(4)
-    x, y = views_data(batch=8)
-    model = SupConModel(small_convnet(), projection_dim=8)
-    model.compile(optimizer="sgd", jit_compile=True)
-    assert np.isfinite(model.fit(x, y, batch_size=8, verbose=0).history["loss"][0])
-
-
-# -------------------------------------------------------------- replicas
-def _one_step(strategy, x, y, weights, supervised):
-    with strategy.scope():
-        model = SupConModel(small_convnet(), projection_dim=8, sync_batchnorm=True,
-                            supervised=supervised)
-        model(x[:1, 0])
-        model.set_weights(weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
-    history = model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
-    return history.history["loss"][0], model.get_weights()
-
-
-@pytest.mark.parametrize("supervised", [True, False])
-def test_training_step_parity_one_vs_two_replicas(two_replica_strategy, supervised):
-    keras.utils.set_random_seed(5)
-    x, y = views_data(batch=8, seed=5)
-    reference = SupConModel(small_convnet(), projection_dim=8)
-    reference(x[:1, 0])
-    weights = reference.get_weights()
-    loss_1, after_1 = _one_step(tf.distribute.get_strategy(), x, y, weights, supervised)
-    loss_2, after_2 = _one_step(two_replica_strategy, x, y, weights, supervised)
-    assert loss_2 == pytest.approx(loss_1, rel=1e-5)
-    changed = [not np.allclose(a, w) for a, w in zip(after_1, weights)]
-    assert sum(changed) > len(weights) // 2    # the step did update the model
-    for a, b, w in zip(after_1, after_2, weights):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
+# Mixed precision, XLA and 1-vs-2-replica parity of SupCon and SimCLR are in the
+# method battery (tests/test_method_battery.py).

@@ -2,7 +2,6 @@
 checks, the one gradient step (mixed precision, replicas, XLA) and serialisation."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -65,6 +64,7 @@ class BackboneModel(PresetMixin, keras.Model):
         sync_batchnorm: global-batch batch-norm statistics under `tf.distribute`.
 
     Example:
+    >>> import numpy as np
     >>> from ssl_zoo.models.supervised import SupervisedModel
     >>> model = SupervisedModel("resnet32_cifar", num_classes=3, width=0.25)
     >>> model.compile(optimizer="sgd", jit_compile=True)
