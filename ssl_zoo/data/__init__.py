@@ -6,15 +6,11 @@ Example:
 >>> ds = make_pipeline(train, 64, view="weak", seed=0)
 """
 
-from ssl_zoo.data.loaders import (
-    DIGITS_IMAGE_SIZE,
-    EMBEDDED_NAME,
-    IMAGE_EXTENSIONS,
-    TFDS_NAMES,
-    ArrayDataset,
+from ssl_zoo.data.cache import default_cache_dir
+from ssl_zoo.data.dataset import ArrayDataset, DatasetInfo
+from ssl_zoo.data.errors import (
     CorruptImageError,
     DataError,
-    DatasetInfo,
     DatasetNotFoundError,
     EmptyClassError,
     EmptyDatasetError,
@@ -24,11 +20,11 @@ from ssl_zoo.data.loaders import (
     MissingPathError,
     SplitNotFoundError,
     UnknownDatasetError,
-    default_cache_dir,
-    list_datasets,
-    load_arrays,
-    load_dataset,
 )
+from ssl_zoo.data.loaders import list_datasets, load_arrays, load_dataset
+from ssl_zoo.data.sources.digits import DIGITS_IMAGE_SIZE, EMBEDDED_NAME
+from ssl_zoo.data.sources.files import IMAGE_EXTENSIONS
+from ssl_zoo.data.sources.tfds import TFDS_NAMES
 from ssl_zoo.data.pipelines import (
     VIEWS,
     color_jitter,

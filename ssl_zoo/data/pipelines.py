@@ -483,7 +483,7 @@ def _view_fn(view):
 def _batched_source(data, batch_size, *, shuffle, seed, drop_remainder, repeat, cache,
                     shuffle_buffer):
     """Batches of (uint8 images, labels or None), shuffled/repeated as asked."""
-    from ssl_zoo.data.loaders import ArrayDataset
+    from ssl_zoo.data.dataset import ArrayDataset
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
