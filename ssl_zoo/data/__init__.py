@@ -41,6 +41,7 @@ from ssl_zoo.data.ops import (
 )
 from ssl_zoo.data.pipelines import (
     make_pipeline,
+    make_semi_supervised_pipeline,
     make_unlabeled_pipeline,
 )
 from ssl_zoo.data.splits import (
@@ -70,6 +71,6 @@ __all__ = [
     "color_jitter", "random_grayscale", "random_resized_crop",
     "register_view", "get_view", "list_views",
     "weak_view", "strong_view", "supcon_view",
-    "make_pipeline", "make_unlabeled_pipeline",
+    "make_pipeline", "make_unlabeled_pipeline", "make_semi_supervised_pipeline",
     "long_tailed_counts", "long_tailed_indices", "labeled_unlabeled_split",
 ]

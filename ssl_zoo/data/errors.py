@@ -45,7 +45,7 @@ class CorruptImageError(DataError):
 
 
 class LabelError(DataError):
-    """Labels of numpy input with the wrong length, type or range."""
+    """Labels with the wrong length, type or range, or missing where they are needed."""
 
 
 class ImageShapeError(DataError):

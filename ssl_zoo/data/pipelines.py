@@ -1,16 +1,18 @@
 """Pipelines: tf.data streams that shuffle, batch and apply a method's views.
 
-A labeled stream, and an unlabeled stream of weak/strong views for FixMatch/DASO.
+One labeled stream, an unlabeled weak/strong stream, and both zipped for FixMatch/DASO.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from ssl_zoo.data.dataset import ArrayDataset
+from ssl_zoo.data.errors import EmptyDatasetError, ImageShapeError, LabelError
 from ssl_zoo.data.ops import to_float
 from ssl_zoo.data.seeds import INT31
 from ssl_zoo.data.views import resolve_view, strong_view, weak_view
 
-__all__ = ["make_pipeline", "make_unlabeled_pipeline"]
+__all__ = ["make_pipeline", "make_unlabeled_pipeline", "make_semi_supervised_pipeline"]
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -194,4 +196,124 @@ def make_unlabeled_pipeline(data, batch_size, seed=None, *, shuffle=True,
     ds = _weak_strong_stream(data, batch_size, seed, weak, strong, with_labels=False,
                              shuffle=shuffle, drop_remainder=drop_remainder,
                              repeat=repeat, cache=cache, shuffle_buffer=shuffle_buffer)
+    return ds.prefetch(AUTOTUNE) if prefetch else ds
+
+
+def _size_and_image_shape(data, what):
+    """(number of examples or None when unknown, image shape (H, W, C) or None)."""
+    if isinstance(data, ArrayDataset):
+        return len(data), tuple(data.images.shape[1:])
+    if not isinstance(data, tf.data.Dataset):
+        raise TypeError(f"The {what} set must be an ArrayDataset or a tf.data.Dataset, "
+                        f"got {type(data).__name__}.")
+    spec = data.element_spec
+    image = spec[0] if isinstance(spec, tuple) else spec
+    n = int(data.cardinality())
+    shape = tuple(image.shape) if image.shape.is_fully_defined() else None
+    return (n if n >= 0 else None), shape
+
+
+def _has_labels(data):
+    if isinstance(data, ArrayDataset):
+        return True
+    spec = data.element_spec
+    return isinstance(spec, tuple) and len(spec) == 2
+
+
+def make_semi_supervised_pipeline(labeled, unlabeled, batch_size, mu=7, *, seed=None,
+                                  weak="weak", strong="strong",
+                                  include_unlabeled_labels=False, cache=True,
+                                  prefetch=True, shuffle_buffer=None):
+    """A labeled and an unlabeled stream zipped into FixMatch/DASO training batches.
+
+    The labeled stream gives `batch_size` images in their weak view with their labels;
+    the unlabeled stream gives `mu * batch_size` images, each in a weak and a strong
+    view drawn from the same uint8 image. Each stream is shuffled, reshuffled every
+    epoch of its own data and repeated forever, so the result never ends (pass
+    `steps_per_epoch` to `fit`). With a `seed`, everything is reproducible; the two
+    streams get independent seeds derived from it.
+
+    Args:
+        labeled: `ArrayDataset` or `tf.data.Dataset` of (uint8 image, label).
+        unlabeled: `ArrayDataset` or `tf.data.Dataset` of (image, label) or of images
+            (labels are ignored unless `include_unlabeled_labels`).
+        batch_size: labeled images per batch, B.
+        mu: unlabeled images per labeled image (an int >= 1).
+        seed: None (non-deterministic) or an int.
+        weak: weak view, a registered view name or a function f(images, seed).
+        strong: strong view, a registered view name or a function f(images, seed).
+        include_unlabeled_labels: also yield the unlabeled images' true labels, for
+            pseudo-label metrics only (never train on them).
+        cache, prefetch, shuffle_buffer: as in `make_pipeline`.
+
+    Returns:
+        Endless tf.data.Dataset of ({"images": float32 (B, H, W, 3),
+        "unlabeled_weak": float32 (mu*B, H, W, 3), "unlabeled_strong": float32
+        (mu*B, H, W, 3)[, "unlabeled_labels": int64 (mu*B,)]}, labels int64 (B,)),
+        images in 0..255.
+
+    Raises:
+        ValueError: batch_size < 1, mu not an int >= 1, an unknown view name or a
+            view that emits labels.
+        EmptyDatasetError: an empty labeled or unlabeled set.
+        ImageShapeError: labeled and unlabeled images of different shapes.
+        LabelError: a labeled set without labels, or `include_unlabeled_labels` with
+            an unlabeled set without labels.
+
+    Example:
+    >>> from ssl_zoo.data import load_arrays
+    >>> digits = load_arrays("digits", "train")
+    >>> ds = make_semi_supervised_pipeline(digits.take_per_class(2), digits, 8, mu=2,
+    ...                                    seed=0)
+    >>> x, y = next(iter(ds))
+    >>> sorted(x), tuple(y.shape)
+    (['images', 'unlabeled_strong', 'unlabeled_weak'], (8,))
+    >>> x["images"].shape, x["unlabeled_strong"].shape
+    (TensorShape([8, 16, 16, 3]), TensorShape([16, 16, 16, 3]))
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+            batch_size < 1):
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+    if isinstance(mu, bool) or not isinstance(mu, (int, np.integer)) or mu < 1:
+        raise ValueError(f"mu (unlabeled images per labeled image) must be an int >= 1, "
+                         f"got {mu!r}.")
+    _image_views(weak, strong)  # unknown names and label-emitting views fail here
+    sizes = {}
+    for what, data in (("labeled", labeled), ("unlabeled", unlabeled)):
+        n, shape = _size_and_image_shape(data, what)
+        if n == 0:
+            raise EmptyDatasetError(f"The {what} set is empty; a semi-supervised "
+                                    f"pipeline needs at least one {what} image.")
+        sizes[what] = shape
+    if None not in sizes.values() and sizes["labeled"] != sizes["unlabeled"]:
+        raise ImageShapeError(
+            f"Labeled images have shape {sizes['labeled']} but unlabeled images "
+            f"{sizes['unlabeled']}; load both at the same image_size.")
+    if not _has_labels(labeled):
+        raise LabelError("The labeled set yields images without labels; give an "
+                         "ArrayDataset or a tf.data.Dataset of (image, label).")
+    if include_unlabeled_labels and not _has_labels(unlabeled):
+        raise LabelError("include_unlabeled_labels=True needs an unlabeled set with "
+                         "labels: an ArrayDataset or a tf.data.Dataset of (image, label).")
+    if seed is None:
+        labeled_seed = unlabeled_seed = None
+    else:
+        labeled_seed, unlabeled_seed = (
+            int(s) for s in np.random.SeedSequence(int(seed)).generate_state(2))
+    source = dict(shuffle=True, drop_remainder=True, repeat=True, cache=cache,
+                  shuffle_buffer=shuffle_buffer)
+    labeled_ds = make_pipeline(labeled, batch_size, view=weak, seed=labeled_seed,
+                               prefetch=False, **source)
+    unlabeled_ds = _weak_strong_stream(unlabeled, mu * batch_size, unlabeled_seed, weak,
+                                       strong, with_labels=include_unlabeled_labels,
+                                       **source)
+
+    def join(lab, unl):
+        features = {"images": lab[0], "unlabeled_weak": unl[0], "unlabeled_strong": unl[1]}
+        if include_unlabeled_labels:
+            features["unlabeled_labels"] = unl[2]
+        return features, lab[1]
+
+    ds = tf.data.Dataset.zip(labeled_ds, unlabeled_ds).map(
+        join, num_parallel_calls=AUTOTUNE, deterministic=True if seed is not None else None)
     return ds.prefetch(AUTOTUNE) if prefetch else ds
