@@ -15,7 +15,13 @@ import pathlib
 
 import keras
 
-from ssl_zoo.utils.io import atomic_directory, atomic_write, atomic_write_json, sha256_file
+from ssl_zoo.utils.io import (
+    atomic_directory,
+    atomic_write,
+    atomic_write_json,
+    default_cache_dir,
+    sha256_file,
+)
 from ssl_zoo.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -73,8 +79,7 @@ def get_metadata(name, root=None):
 
 def _fetch_weights(name, meta, root, cache_dir):
     origin = meta.get("weights_url") or (root / name / WEIGHTS_FILE).resolve().as_uri()
-    cache_dir = pathlib.Path(cache_dir or os.environ.get("SSL_ZOO_CACHE") or
-                             pathlib.Path.home() / ".cache" / "ssl_zoo")
+    cache_dir = pathlib.Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)  # else Keras falls back to /tmp/.keras
     subdir = f"presets/{name}"
     target = cache_dir / subdir / WEIGHTS_FILE

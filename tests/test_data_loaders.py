@@ -1,4 +1,4 @@
-"""Tests of ssl_zoo.data.loaders and ssl_zoo.utils.io: sources, cache, errors."""
+"""Tests of ssl_zoo.data loaders, sources, cache, errors and ssl_zoo.utils.io."""
 
 import json
 import os
@@ -25,6 +25,7 @@ from ssl_zoo.data import (
     load_dataset,
 )
 from ssl_zoo.data import loaders
+from ssl_zoo.data.sources import files as file_source
 from ssl_zoo.utils.io import atomic_save_npy, atomic_write, atomic_write_json, sha256_file
 
 
@@ -310,7 +311,7 @@ def test_zip_matches_folder_and_reports_bad_member(tmp_path):
 def _forbid_decoding(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
-    monkeypatch.setattr(loaders, "_decode_dataset", boom)
+    monkeypatch.setattr(file_source, "_decode_dataset", boom)
 
 
 def test_cache_hit_for_folder_and_zip(tmp_path, monkeypatch):

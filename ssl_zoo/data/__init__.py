@@ -1,4 +1,4 @@
-"""Data: loaders (digits, tfds, folders, zips, numpy), views and tf.data pipelines, splits.
+"""Data: sources (digits, tfds, folders, zips, numpy), registered ops and views, streams.
 
 Example:
 >>> from ssl_zoo.data import load_arrays, make_pipeline
@@ -6,15 +6,11 @@ Example:
 >>> ds = make_pipeline(train, 64, view="weak", seed=0)
 """
 
-from ssl_zoo.data.loaders import (
-    DIGITS_IMAGE_SIZE,
-    EMBEDDED_NAME,
-    IMAGE_EXTENSIONS,
-    TFDS_NAMES,
-    ArrayDataset,
+from ssl_zoo.data.cache import default_cache_dir
+from ssl_zoo.data.dataset import ArrayDataset, DatasetInfo
+from ssl_zoo.data.errors import (
     CorruptImageError,
     DataError,
-    DatasetInfo,
     DatasetNotFoundError,
     EmptyClassError,
     EmptyDatasetError,
@@ -24,32 +20,43 @@ from ssl_zoo.data.loaders import (
     MissingPathError,
     SplitNotFoundError,
     UnknownDatasetError,
-    default_cache_dir,
-    list_datasets,
-    load_arrays,
-    load_dataset,
 )
-from ssl_zoo.data.pipelines import (
-    VIEWS,
+from ssl_zoo.data.loaders import list_datasets, load_arrays, load_dataset
+from ssl_zoo.data.sources.digits import DIGITS_IMAGE_SIZE, EMBEDDED_NAME
+from ssl_zoo.data.sources.files import IMAGE_EXTENSIONS
+from ssl_zoo.data.sources.tfds import TFDS_NAMES
+from ssl_zoo.data.ops import (
     color_jitter,
     cutout,
-    make_pipeline,
-    make_unlabeled_pipeline,
+    get_op,
+    list_ops,
     normalize,
     rand_augment,
     random_flip,
     random_grayscale,
     random_pad_crop,
     random_resized_crop,
-    strong_view,
-    supcon_view,
+    register_op,
     to_float,
-    weak_view,
+)
+from ssl_zoo.data.pipelines import (
+    make_pipeline,
+    make_semi_supervised_pipeline,
+    make_unlabeled_pipeline,
 )
 from ssl_zoo.data.splits import (
     labeled_unlabeled_split,
     long_tailed_counts,
     long_tailed_indices,
+)
+from ssl_zoo.data.views import (
+    VIEWS,
+    get_view,
+    list_views,
+    register_view,
+    strong_view,
+    supcon_view,
+    weak_view,
 )
 
 __all__ = [
@@ -59,9 +66,11 @@ __all__ = [
     "EmptyDatasetError", "EmptyClassError", "LayoutError", "SplitNotFoundError",
     "CorruptImageError", "LabelError", "ImageShapeError",
     "default_cache_dir", "list_datasets", "load_arrays", "load_dataset",
+    "register_op", "get_op", "list_ops",
     "to_float", "normalize", "random_flip", "random_pad_crop", "cutout", "rand_augment",
     "color_jitter", "random_grayscale", "random_resized_crop",
+    "register_view", "get_view", "list_views",
     "weak_view", "strong_view", "supcon_view",
-    "make_pipeline", "make_unlabeled_pipeline",
+    "make_pipeline", "make_unlabeled_pipeline", "make_semi_supervised_pipeline",
     "long_tailed_counts", "long_tailed_indices", "labeled_unlabeled_split",
 ]

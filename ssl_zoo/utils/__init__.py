@@ -1,5 +1,14 @@
-"""Small helpers shared by the package: atomic file writes and file hashing."""
+"""Small helpers shared by the package: atomic file writes, file hashing, cache dir."""
 
-from ssl_zoo.utils.io import atomic_directory, atomic_path, atomic_save_npy, atomic_write, atomic_write_json, sha256_file
+from ssl_zoo.utils.io import (
+    atomic_directory,
+    atomic_path,
+    atomic_save_npy,
+    atomic_write,
+    atomic_write_json,
+    default_cache_dir,
+    sha256_file,
+)
 
-__all__ = ["atomic_directory", "atomic_path", "atomic_write", "atomic_save_npy", "atomic_write_json", "sha256_file"]
+__all__ = ["atomic_directory", "atomic_path", "atomic_write", "atomic_save_npy",
+           "atomic_write_json", "default_cache_dir", "sha256_file"]

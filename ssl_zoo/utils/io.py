@@ -1,4 +1,4 @@
-"""Atomic file writes and file hashing.
+"""Files on disk: atomic writes, file hashing and the project's cache directory.
 
 A reader never sees a half-written file: data goes to a temporary file in the same
 directory, is flushed and fsync'ed, then `os.replace`d over the target.
@@ -203,3 +203,22 @@ def sha256_file(path, chunk_size=1 << 20):
         for chunk in iter(lambda: f.read(chunk_size), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def default_cache_dir():
+    """The project's one cache directory: `$SSL_ZOO_CACHE`, else `~/.cache/ssl_zoo`.
+
+    Decoded data sets and preset weights are both cached below it. The directory is
+    not created here.
+
+    Returns:
+        The path (str).
+
+    Example:
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"SSL_ZOO_CACHE": "/tmp/zoo_cache"}):
+    ...     default_cache_dir()
+    '/tmp/zoo_cache'
+    """
+    return os.environ.get("SSL_ZOO_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "ssl_zoo")
