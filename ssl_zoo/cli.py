@@ -35,9 +35,19 @@ flags.DEFINE_float("width", 0.5, "Backbone width multiplier.")
 flags.DEFINE_integer("epochs", 8, "Training epochs.")
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (SGD, nesterov).")
-flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay.")
-flags.DEFINE_enum("schedule", "cosine", ["cosine", "step", "constant"], "LR schedule.")
+flags.DEFINE_float("learning_rate", None, "Peak SGD learning rate (default: the "
+                   "method's recipe, else 0.1).")
+flags.DEFINE_float("weight_decay", None, "Weight decay (default: the method's recipe, "
+                   "else 1e-4).")
+flags.DEFINE_enum("weight_decay_mode", None, ["coupled", "decoupled"],
+                  "coupled = PyTorch's L2 in the gradient (the authors' recipes), "
+                  "decoupled = Keras' SGD(weight_decay) (default: the method's recipe, "
+                  "else decoupled).")
+flags.DEFINE_enum("schedule", None, ["cosine", "step", "constant"],
+                  "LR schedule (default: the method's recipe, else cosine).")
+flags.DEFINE_integer("eval_every", None, "Evaluate on the test split every N training "
+                     "steps and report the median of the last 20 evaluations and the "
+                     "best (the DASO / USB protocols).")
 flags.DEFINE_string("augment", "auto", "Training view: auto|none|weak|strong|supcon.")
 flags.DEFINE_string("method_kwargs", None,
                     "The method's constructor arguments as JSON, or the path of a .json "
@@ -90,7 +100,8 @@ def _config():
         max_test_examples=FLAGS.max_test_examples, backbone=FLAGS.backbone,
         width=FLAGS.width, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        weight_decay=FLAGS.weight_decay, schedule=FLAGS.schedule, augment=FLAGS.augment,
+        weight_decay=FLAGS.weight_decay, weight_decay_mode=FLAGS.weight_decay_mode,
+        schedule=FLAGS.schedule, augment=FLAGS.augment, eval_every=FLAGS.eval_every,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
         strategy=FLAGS.strategy, model_dir=FLAGS.model_dir, cache_dir=FLAGS.cache_dir,
         seed=FLAGS.seed, method_kwargs=_json_flag("method_kwargs"),

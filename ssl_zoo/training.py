@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from ssl_zoo.models.registry import get_method
+from ssl_zoo.optimizers import make_optimizer
 from ssl_zoo.utils.io import atomic_path, atomic_write_json
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -44,10 +45,14 @@ class TrainConfig:
     epochs: int = 10
     steps_per_epoch: int = None
     batch_size: int = 128
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
+    # Optimizer recipe: None = the method's recipe, else DEFAULT_RECIPE.
+    learning_rate: float = None
+    momentum: float = None
+    nesterov: bool = None
+    weight_decay: float = None
+    weight_decay_mode: str = None
+    schedule: str = None
+    warmup_steps: int = None
     augment: str = "auto"
     mixed_precision: bool = False
     jit_compile: object = "auto"
@@ -85,22 +90,25 @@ def parse_jit_compile(value):
     raise ValueError(f"jit_compile must be auto, true or false; got {value!r}.")
 
 
-def make_optimizer(cfg, total_steps):
-    """SGD with momentum, decoupled weight decay and a cosine or step schedule."""
-    if cfg.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate,
-                                                    max(1, total_steps))
-    elif cfg.schedule == "step":  # the SLA recipe: x0.1 at 50% and 75% of training
-        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [int(total_steps * 0.5), int(total_steps * 0.75)],
-            [cfg.learning_rate, cfg.learning_rate * 0.1, cfg.learning_rate * 0.01])
-    elif cfg.schedule == "constant":
-        lr = cfg.learning_rate
-    else:
-        raise ValueError(f"Unknown schedule {cfg.schedule!r}; choose cosine, step or "
-                         f"constant.")
-    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True,
-                                weight_decay=cfg.weight_decay or None)
+# The optimizer recipe when neither the method (`MethodSpec.recipe`) nor the caller
+# sets a field: SGD, momentum 0.9 Nesterov, decoupled decay 1e-4, cosine (the
+# milestone-1 settings the shipped SLA/SupCon figures were measured with).
+DEFAULT_RECIPE = {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True,
+                  "weight_decay": 1e-4, "weight_decay_mode": "decoupled",
+                  "schedule": "cosine", "warmup_steps": 0}
+
+
+def resolve_recipe(cfg, spec):
+    """The optimizer settings of a run: defaults < the method's recipe < `cfg` fields
+    that are set (not None).
+
+    Example:
+    >>> from ssl_zoo.models import get_method
+    >>> resolve_recipe(TrainConfig(learning_rate=0.5), get_method("sla"))["learning_rate"]
+    0.5
+    """
+    explicit = {k: getattr(cfg, k) for k in DEFAULT_RECIPE if getattr(cfg, k) is not None}
+    return {**DEFAULT_RECIPE, **spec.recipe, **explicit}
 
 
 class AtomicModelCheckpoint(keras.callbacks.Callback):
@@ -210,6 +218,7 @@ def train_and_evaluate(cfg, log=print):
     ['aggregated_accuracy', 'joint_accuracy', 'loss', 'self_distill_accuracy', ...]
     """
     spec = get_method(cfg.method)
+    recipe = resolve_recipe(cfg, spec)
     start = time.time()
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy(
@@ -231,7 +240,7 @@ def train_and_evaluate(cfg, log=print):
         model = build_model(cfg, info, spec, sync_batchnorm=replicas > 1)
         # Built up front so BackupAndRestore can restore into it.
         model.build(_image_shape(train_ds.element_spec[0]))
-        model.compile(optimizer=make_optimizer(cfg, steps * cfg.epochs),
+        model.compile(optimizer=make_optimizer(total_steps=steps * cfg.epochs, **recipe),
                       jit_compile=parse_jit_compile(cfg.jit_compile))
 
     callbacks = []
@@ -262,6 +271,7 @@ def train_and_evaluate(cfg, log=print):
         atomic_write_json(os.path.join(cfg.model_dir, "metrics.json"), {
             "metrics": {k: float(v) for k, v in metrics.items()},
             "config": _jsonable(dataclasses.asdict(cfg)),
+            "optimizer": recipe,
             "dataset": info.to_dict(),
             "seconds": seconds,
         })

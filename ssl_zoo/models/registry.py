@@ -30,6 +30,9 @@ class MethodSpec:
             `ssl_zoo.evaluation.EVALUATORS` ("direct", "linear_probe", "knn").
         defaults: constructor keyword arguments implied by the method name.
         test_kwargs: small constructor arguments for the test battery.
+        recipe: the method's optimizer recipe (keys of `training.DEFAULT_RECIPE`:
+            learning_rate, momentum, nesterov, weight_decay, weight_decay_mode,
+            schedule, warmup_steps); fields the caller sets win.
 
     Example:
     >>> spec = get_method("supcon")
@@ -45,6 +48,7 @@ class MethodSpec:
     evaluation: str = "direct"
     defaults: dict = dataclasses.field(default_factory=dict)
     test_kwargs: dict = dataclasses.field(default_factory=dict)
+    recipe: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.stream not in STREAMS:
