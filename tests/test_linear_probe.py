@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from ssl_zoo.backbones import get_backbone
-from ssl_zoo.models.linear_probe import LinearProbe, extract_features, linear_probe
+from ssl_zoo.evaluation import extract_features, linear_probe
+from ssl_zoo.models.linear_probe import LinearProbe
 from ssl_zoo.models.sla import SLAModel
 from ssl_zoo.models.supcon import SupConModel
 from ssl_zoo.models.supervised import SupervisedModel
