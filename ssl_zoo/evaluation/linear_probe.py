@@ -1,5 +1,5 @@
 """The linear evaluation protocol: a `LinearProbe` (one Dense layer on standardised
-features) trained on a frozen encoder; top-1 and per-class metrics."""
+features) trained on an encoder that stays as it was; top-1 and per-class metrics."""
 
 import keras
 import numpy as np
@@ -56,8 +56,9 @@ def linear_probe(encoder, train_data, test_data, num_classes, epochs=30, batch_s
     statistics, and a Dense layer is trained with Adam and cross-entropy. With
     `cache_features=False` the `LinearProbe` is trained on the images with `fit`
     (the encoder runs every epoch: slower, for data that do not fit in memory).
-    The encoder's weights are never changed (it is frozen in place). Sets Keras'
-    global random seed to `seed`.
+    The encoder is left exactly as it was: its weights, batch-norm statistics and
+    `trainable` flags (it can be trained, saved and reloaded afterwards). Sets
+    Keras' global random seed to `seed`.
 
     Args:
         encoder: a model whose `features(images)` or `call(images)` gives (B, D)

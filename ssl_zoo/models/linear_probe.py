@@ -1,5 +1,5 @@
-"""`LinearProbe`: a frozen encoder, feature standardisation and one Dense layer (the
-protocol that trains it is `ssl_zoo.evaluation.linear_probe`)."""
+"""`LinearProbe`: one Dense layer on the standardised features of an encoder it never
+trains (the protocol that fits it is `ssl_zoo.evaluation.linear_probe`)."""
 
 import keras
 import numpy as np
@@ -10,14 +10,19 @@ from ssl_zoo.models.base import PresetMixin, inference_features
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
 class LinearProbe(PresetMixin, keras.Model):
-    """Linear classifier on the features of a frozen encoder.
+    """Linear classifier on the features of an encoder that it never trains.
 
-    The encoder is frozen in place (`encoder.trainable = False`; set it back to
-    fine-tune) and always runs in inference mode, so neither its weights nor its
-    batch-norm statistics change when the probe trains. Features are standardised
-    with fixed statistics (non-trainable weights, set by `linear_probe` or
-    `set_feature_statistics`; identity until then) before the Dense layer; that
-    keeps the classifier linear in the features and makes its optimisation easy.
+    Only `classifier` learns: the probe's `trainable_weights` (what `fit` hands to
+    the optimizer) are the classifier's alone, the encoder's features are under
+    `stop_gradient`, and the encoder always runs in inference mode, so neither its
+    weights nor its batch-norm statistics change when the probe trains. The encoder
+    is used as given, not modified: its `trainable` flags (and its sub-layers') stay
+    as the caller set them, so it can still be trained or saved and reloaded on its
+    own; `probe.trainable = False` freezes the classifier only. Features are
+    standardised with fixed statistics (non-trainable weights, set by
+    `linear_probe` or `set_feature_statistics`; identity until then) before the
+    Dense layer; that keeps the classifier linear in the features and makes its
+    optimisation easy.
 
     Args:
         encoder: any model whose `features(images)` or `call(images)` returns
@@ -52,19 +57,46 @@ class LinearProbe(PresetMixin, keras.Model):
                 or int(num_classes) < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
         self.encoder = encoder
-        self._freeze_encoder()
         self.num_classes = int(num_classes)
         self.classifier = keras.layers.Dense(self.num_classes, dtype="float32",
                                              name="classifier")
         self.feature_mean = None
         self.feature_scale = None
 
-    def _freeze_encoder(self):
-        # Keras' `trainable` setter does not reach sub-layers when the flag is already
-        # False (an encoder deserialised with trainable=False, whose sub-layers were
-        # created after the flag): go through True so that False propagates.
-        self.encoder.trainable = True
-        self.encoder.trainable = False
+    # Keras hands `trainable_weights` to the gradient tape and the optimizer; listing
+    # the classifier alone trains only it without touching the encoder's own flags
+    # (setting `encoder.trainable = False` would change the caller's model).
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        # Keras' setter would cascade into the encoder, i.e. the caller's model.
+        self._trainable = bool(value)
+        classifier = getattr(self, "classifier", None)
+        if classifier is not None:
+            classifier.trainable = value
+
+    @property
+    def trainable_weights(self):
+        return list(self.classifier.trainable_weights) if self.trainable else []
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        return self._all_but_trained(self.weights)
+
+    @property
+    def non_trainable_variables(self):
+        return self._all_but_trained(self.variables)
+
+    def _all_but_trained(self, variables):
+        trained = {id(v) for v in self.trainable_weights}
+        return [v for v in variables if id(v) not in trained]
 
     def _feature_dim(self, input_shape):
         dim = getattr(self.encoder, "feature_dim", None)
@@ -90,7 +122,6 @@ class LinearProbe(PresetMixin, keras.Model):
     def build(self, input_shape):
         if hasattr(self.encoder, "built") and not self.encoder.built:
             self.encoder.build(tuple(input_shape))
-            self._freeze_encoder()   # also the layers made in build()
         dim = self._feature_dim(input_shape)
         if dim is not None:
             self.build_head(dim)
