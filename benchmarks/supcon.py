@@ -65,7 +65,7 @@ def train_method(method, train, test):
     """Trains one method; returns its metrics and the wall time."""
     import keras
     from ssl_zoo.data import make_pipeline
-    from ssl_zoo.models.linear_probe import linear_probe
+    from ssl_zoo.evaluation import linear_probe
     from ssl_zoo.models.supcon import SimCLRModel, SupConModel
     from ssl_zoo.models.supervised import SupervisedModel
 

@@ -53,7 +53,7 @@ def load(split):
 def main(_):
     import keras
     from ssl_zoo.data import make_pipeline
-    from ssl_zoo.models.linear_probe import linear_probe
+    from ssl_zoo.evaluation import linear_probe
     from ssl_zoo.models.supcon import SimCLRModel, SupConModel
     from ssl_zoo.training import parse_jit_compile
 

@@ -1,5 +1,6 @@
-"""LinearProbe and linear_probe: frozen encoders, accuracy on an easy problem, every
-encoder kind (SupCon, supervised, SLA, bare backbone), input formats, saving."""
+"""LinearProbe and linear_probe: encoders left as they were (weights, batch-norm
+statistics, trainable flags), accuracy on an easy problem, every encoder kind (SupCon,
+supervised, SLA, bare backbone), input formats, saving."""
 
 import os
 import types
@@ -10,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from ssl_zoo.backbones import get_backbone
-from ssl_zoo.models.linear_probe import LinearProbe, extract_features, linear_probe
+from ssl_zoo.evaluation import extract_features, linear_probe
+from ssl_zoo.models.linear_probe import LinearProbe
 from ssl_zoo.models.sla import SLAModel
 from ssl_zoo.models.supcon import SupConModel
 from ssl_zoo.models.supervised import SupervisedModel
@@ -37,6 +39,13 @@ def assert_unchanged(before, model):
     assert len(before) == len(after)
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
+
+
+def trainable_flags(model):
+    """Every sub-layer's and every variable's `trainable` flag, by path."""
+    layers = {layer.path if hasattr(layer, "path") else layer.name: layer.trainable
+              for layer in model._flatten_layers(include_self=True, recursive=True)}
+    return layers, {v.path: v.trainable for v in model.weights}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +77,7 @@ def test_cached_probe_is_accurate_and_leaves_the_encoder_unchanged(data):
                           batch_size=16, learning_rate=1e-2, return_probe=True)
     assert result["top1"] >= 0.9 and result["train_top1"] >= 0.9, result
     assert_unchanged(before, encoder)
-    assert not encoder.trainable
+    assert encoder.trainable
     # The returned probe classifies images like the cached-feature head did.
     probe = result["probe"]
     top1 = np.mean(np.argmax(probe.predict(data[1][0], verbose=0), -1) == data[1][1])
@@ -150,3 +159,83 @@ def test_linear_probe_model_fit_and_save(tmp_path, data):
 def test_bad_num_classes(num_classes):
     with pytest.raises(ValueError, match="num_classes"):
         LinearProbe(get_backbone("resnet32_cifar", width=0.125), num_classes)
+
+
+def partly_frozen_encoder():
+    """A SupCon encoder whose first layers the caller froze: flags must stay so."""
+    encoder = SupConModel("resnet32_cifar", width=0.125, projection_dim=8)
+    encoder(np.zeros((1, SIZE, SIZE, 3), "float32"))
+    for layer in encoder.backbone.layers[:6]:
+        layer.trainable = False
+    return encoder
+
+
+def test_linear_probe_leaves_the_callers_flags_as_they_were(data):
+    encoder = partly_frozen_encoder()
+    flags, before = trainable_flags(encoder), weights_of(encoder)
+    assert any(flags[1].values()) and not all(flags[1].values())
+    linear_probe(encoder, data[0], data[1], num_classes=4, epochs=2, batch_size=32)
+    assert trainable_flags(encoder) == flags
+    linear_probe(encoder, data[0], data[1], num_classes=4, epochs=1, batch_size=32,
+                 cache_features=False)
+    assert trainable_flags(encoder) == flags
+    assert_unchanged(before, encoder)
+
+
+def test_probe_construction_fit_and_freezing_leave_the_encoder_flags(data):
+    encoder = partly_frozen_encoder()
+    flags, before = trainable_flags(encoder), weights_of(encoder)
+    probe = LinearProbe(encoder, num_classes=4)
+    assert trainable_flags(encoder) == flags
+    probe.compile(optimizer=keras.optimizers.SGD(0.5),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    probe.fit(*data[0], batch_size=16, epochs=2, verbose=0)
+    assert trainable_flags(encoder) == flags
+    # Batch-norm moving statistics included: the encoder runs in inference mode.
+    assert any("moving_mean" in v.path for v in encoder.weights)
+    assert_unchanged(before, encoder)
+    assert [w.path for w in probe.trainable_weights] == [
+        "linear_probe/classifier/kernel", "linear_probe/classifier/bias"]
+    assert len(probe.non_trainable_weights) == len(probe.weights) - 2
+    probe.trainable = False              # freezes the probe's classifier only
+    assert probe.trainable_weights == [] and trainable_flags(encoder) == flags
+    probe.trainable = True
+    assert len(probe.trainable_weights) == 2
+
+
+def test_an_encoder_saved_after_linear_probe_reloads_and_trains(tmp_path, data):
+    """ssl-zoo train --method=supcon saved the probed (then frozen) model: its reload
+    could not be fit any more."""
+    keras.utils.set_random_seed(4)
+    encoder = SupConModel("resnet32_cifar", width=0.125, projection_dim=8)
+    encoder.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    views = np.stack([data[0][0], data[0][0][:, ::-1]], axis=1)
+    encoder.fit(views, data[0][1], batch_size=32, epochs=1, verbose=0)
+    linear_probe(encoder, data[0], data[1], num_classes=4, epochs=1, batch_size=32)
+    path = os.path.join(tmp_path, "model.keras")
+    encoder.save(path)
+    reloaded = keras.saving.load_model(path)
+    reloaded.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    history = reloaded.fit(views, data[0][1], batch_size=32, epochs=4, shuffle=False,
+                           verbose=0).history
+    assert history["loss"][-1] < history["loss"][0], history["loss"]
+    assert reloaded.trainable
+    assert len(reloaded.trainable_weights) == len(encoder.trainable_weights) > 2
+
+
+def test_a_reloaded_probe_trains_only_its_classifier(tmp_path, data):
+    encoder = SupervisedModel("resnet32_cifar", num_classes=4, width=0.125)
+    probe = LinearProbe(encoder, num_classes=4)
+    probe(data[0][0][:1])
+    path = os.path.join(tmp_path, "probe.keras")
+    probe.save(path)
+    clone = keras.saving.load_model(path)
+    assert clone.encoder.trainable        # the encoder saved as it was, not frozen
+    before = weights_of(clone.encoder)
+    clone.compile(optimizer=keras.optimizers.SGD(0.5),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = clone.fit(*data[0], batch_size=16, epochs=3, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    assert [w.path for w in clone.trainable_weights] == [
+        "linear_probe/classifier/kernel", "linear_probe/classifier/bias"]
+    assert_unchanged(before, clone.encoder)

@@ -1,14 +1,14 @@
 """Models: subclassed `keras.Model`s trained with plain `fit`."""
 
-from ssl_zoo.models.base import BackboneModel
+from ssl_zoo.models.base import BackboneModel, inference_features
 from ssl_zoo.models.registry import (METHODS, MethodSpec, get_method, method_of,
                                      register_method, unregister_method)
 from ssl_zoo.models.sla import DAModel, MTModel, SLAModel, TransformationModel
-from ssl_zoo.models.linear_probe import LinearProbe, extract_features, linear_probe
+from ssl_zoo.models.linear_probe import LinearProbe
 from ssl_zoo.models.supcon import SimCLRModel, SupConModel
 from ssl_zoo.models.supervised import SupervisedModel
 
 __all__ = ["BackboneModel", "DAModel", "LinearProbe", "METHODS", "MTModel", "MethodSpec",
            "SLAModel", "SimCLRModel", "SupConModel", "SupervisedModel",
-           "TransformationModel", "extract_features", "get_method", "linear_probe",
-           "method_of", "register_method", "unregister_method"]
+           "TransformationModel", "get_method", "inference_features", "method_of",
+           "register_method", "unregister_method"]

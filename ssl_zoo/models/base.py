@@ -14,6 +14,38 @@ def _numpy_free_shape(shape):
     return tuple(None if d is None else int(d) for d in shape)
 
 
+def inference_features(model, images):
+    """Inference-mode features (B, D), float32, of any model mapping images to features.
+
+    Uses `model.features(images, training=False)` when the model has it (every
+    ssl_zoo `BackboneModel`: SupConModel, SupervisedModel, SLAModel, ...), else
+    `model(images, training=False)` (a backbone, a plain keras model); extra axes are
+    flattened.
+
+    Args:
+        model: an ssl_zoo model, a backbone or any keras model.
+        images: what the model takes, e.g. (B, H, W, 3) raw 0..255 images.
+
+    Returns:
+        (B, D) float32 tensor.
+
+    Example:
+    >>> from ssl_zoo.models.supervised import SupervisedModel
+    >>> model = SupervisedModel("resnet32_cifar", num_classes=10, width=0.25)
+    >>> tuple(inference_features(model, ops.zeros((2, 16, 16, 3))).shape)
+    (2, 16)
+    """
+    features_fn = getattr(model, "features", None)
+    if callable(features_fn):
+        features = features_fn(images, training=False)
+    else:
+        features = model(images, training=False)
+    features = ops.cast(features, "float32")
+    if len(features.shape) != 2:
+        features = ops.reshape(features, (ops.shape(features)[0], -1))
+    return features
+
+
 class PresetMixin:
     """`from_preset` for every ssl_zoo model class."""
 

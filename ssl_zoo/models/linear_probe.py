@@ -1,48 +1,28 @@
-"""Linear evaluation of a learned representation: a frozen encoder, feature
-standardisation and one Dense layer (`LinearProbe`), and `linear_probe` to train it."""
+"""`LinearProbe`: one Dense layer on the standardised features of an encoder it never
+trains (the protocol that fits it is `ssl_zoo.evaluation.linear_probe`)."""
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
-from ssl_zoo.models.base import PresetMixin
-
-
-def encoder_features(encoder, images):
-    """Inference-mode features (B, D), float32, of a model or backbone.
-
-    Uses `encoder.features(images, training=False)` when the encoder has it (every
-    ssl_zoo `BackboneModel`: SupConModel, SupervisedModel, SLAModel, ...), else
-    `encoder(images, training=False)`; extra axes are flattened.
-
-    Example:
-    >>> from ssl_zoo.models.supervised import SupervisedModel
-    >>> model = SupervisedModel("resnet32_cifar", num_classes=10, width=0.25)
-    >>> tuple(encoder_features(model, ops.zeros((2, 16, 16, 3))).shape)
-    (2, 16)
-    """
-    features_fn = getattr(encoder, "features", None)
-    if callable(features_fn):
-        features = features_fn(images, training=False)
-    else:
-        features = encoder(images, training=False)
-    features = ops.cast(features, "float32")
-    if len(features.shape) != 2:
-        features = ops.reshape(features, (ops.shape(features)[0], -1))
-    return features
+from ssl_zoo.models.base import PresetMixin, inference_features
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
 class LinearProbe(PresetMixin, keras.Model):
-    """Linear classifier on the features of a frozen encoder.
+    """Linear classifier on the features of an encoder that it never trains.
 
-    The encoder is frozen in place (`encoder.trainable = False`; set it back to
-    fine-tune) and always runs in inference mode, so neither its weights nor its
-    batch-norm statistics change when the probe trains. Features are standardised
-    with fixed statistics (non-trainable weights, set by `linear_probe` or
-    `set_feature_statistics`; identity until then) before the Dense layer; that
-    keeps the classifier linear in the features and makes its optimisation easy.
+    Only `classifier` learns: the probe's `trainable_weights` (what `fit` hands to
+    the optimizer) are the classifier's alone, the encoder's features are under
+    `stop_gradient`, and the encoder always runs in inference mode, so neither its
+    weights nor its batch-norm statistics change when the probe trains. The encoder
+    is used as given, not modified: its `trainable` flags (and its sub-layers') stay
+    as the caller set them, so it can still be trained or saved and reloaded on its
+    own; `probe.trainable = False` freezes the classifier only. Features are
+    standardised with fixed statistics (non-trainable weights, set by
+    `linear_probe` or `set_feature_statistics`; identity until then) before the
+    Dense layer; that keeps the classifier linear in the features and makes its
+    optimisation easy.
 
     Args:
         encoder: any model whose `features(images)` or `call(images)` returns
@@ -77,19 +57,46 @@ class LinearProbe(PresetMixin, keras.Model):
                 or int(num_classes) < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
         self.encoder = encoder
-        self._freeze_encoder()
         self.num_classes = int(num_classes)
         self.classifier = keras.layers.Dense(self.num_classes, dtype="float32",
                                              name="classifier")
         self.feature_mean = None
         self.feature_scale = None
 
-    def _freeze_encoder(self):
-        # Keras' `trainable` setter does not reach sub-layers when the flag is already
-        # False (an encoder deserialised with trainable=False, whose sub-layers were
-        # created after the flag): go through True so that False propagates.
-        self.encoder.trainable = True
-        self.encoder.trainable = False
+    # Keras hands `trainable_weights` to the gradient tape and the optimizer; listing
+    # the classifier alone trains only it without touching the encoder's own flags
+    # (setting `encoder.trainable = False` would change the caller's model).
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        # Keras' setter would cascade into the encoder, i.e. the caller's model.
+        self._trainable = bool(value)
+        classifier = getattr(self, "classifier", None)
+        if classifier is not None:
+            classifier.trainable = value
+
+    @property
+    def trainable_weights(self):
+        return list(self.classifier.trainable_weights) if self.trainable else []
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        return self._all_but_trained(self.weights)
+
+    @property
+    def non_trainable_variables(self):
+        return self._all_but_trained(self.variables)
+
+    def _all_but_trained(self, variables):
+        trained = {id(v) for v in self.trainable_weights}
+        return [v for v in variables if id(v) not in trained]
 
     def _feature_dim(self, input_shape):
         dim = getattr(self.encoder, "feature_dim", None)
@@ -115,7 +122,6 @@ class LinearProbe(PresetMixin, keras.Model):
     def build(self, input_shape):
         if hasattr(self.encoder, "built") and not self.encoder.built:
             self.encoder.build(tuple(input_shape))
-            self._freeze_encoder()   # also the layers made in build()
         dim = self._feature_dim(input_shape)
         if dim is not None:
             self.build_head(dim)
@@ -137,7 +143,7 @@ class LinearProbe(PresetMixin, keras.Model):
 
     def encode(self, images):
         """Frozen, inference-mode encoder features (B, D), float32."""
-        return ops.stop_gradient(encoder_features(self.encoder, images))
+        return ops.stop_gradient(inference_features(self.encoder, images))
 
     def classify(self, features):
         """Logits (B, N) of features (B, D): standardise, then the Dense layer."""
@@ -157,147 +163,3 @@ class LinearProbe(PresetMixin, keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-# ---------------------------------------------------------------- the protocol
-def _as_arrays_or_dataset(data, what):
-    """(images, labels) numpy/tensors, an object with .images/.labels, or a tf.data set."""
-    if isinstance(data, tf.data.Dataset):
-        return data
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        return data.images, np.asarray(data.labels)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], np.asarray(data[1])
-    raise ValueError(f"linear_probe {what} must be an (images, labels) pair, an object "
-                     f"with .images and .labels (e.g. ssl_zoo.data.ArrayDataset), or a "
-                     f"batched tf.data.Dataset of (images, labels); got "
-                     f"{type(data).__name__}.")
-
-
-def _batches(data, batch_size):
-    if isinstance(data, tf.data.Dataset):
-        return data
-    images, labels = data
-    if len(images) != len(labels):
-        raise ValueError(f"linear_probe got {len(images)} images and {len(labels)} "
-                         f"labels.")
-    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
-
-
-def extract_features(encoder, data, batch_size=256, encode=None):
-    """Features (N, D) float32 and labels (N,) int of a data set, in inference mode.
-
-    Args:
-        encoder: a model (see `encoder_features`) or a `LinearProbe`.
-        data: (images, labels) arrays, an object with `.images`/`.labels`, or a
-            batched `tf.data.Dataset` of (images, labels).
-        batch_size: batch size when `data` holds arrays.
-        encode: optional compiled `images -> features` function to reuse.
-
-    Returns:
-        (features (N, D) float32 numpy, labels (N,) int64 numpy).
-
-    Example:
-    >>> from ssl_zoo.backbones import get_backbone
-    >>> f, y = extract_features(get_backbone("resnet32_cifar", width=0.25),
-    ...                         (np.zeros((3, 8, 8, 3)), np.arange(3)))
-    >>> f.shape, y.tolist()
-    ((3, 16), [0, 1, 2])
-    """
-    if isinstance(encoder, LinearProbe):
-        encoder = encoder.encoder
-    if encode is None:
-        encode = tf.function(lambda x: encoder_features(encoder, x),
-                             reduce_retracing=True)
-    features, labels = [], []
-    for images, y in _batches(_as_arrays_or_dataset(data, "data"), batch_size):
-        features.append(encode(images).numpy())
-        labels.append(np.asarray(y).reshape(-1))
-    if not features:
-        raise ValueError("linear_probe got an empty data set.")
-    return np.concatenate(features), np.concatenate(labels).astype(np.int64)
-
-
-def _top1(logits, labels):
-    return float(np.mean(np.argmax(logits, axis=-1) == labels))
-
-
-def linear_probe(encoder, train_data, test_data, num_classes, epochs=30, batch_size=256,
-                 learning_rate=1e-2, cache_features=True, seed=0, verbose=0,
-                 return_probe=False):
-    """Trains a linear classifier on frozen features; returns its top-1 accuracies.
-
-    The standard linear evaluation of Khosla et al. (2020) / Chen et al. (2020),
-    without augmentation: features are extracted once in inference mode
-    (`cache_features=True`, fast on CPU), standardised with the training-set
-    statistics, and a Dense layer is trained with Adam and cross-entropy. With
-    `cache_features=False` the `LinearProbe` is trained on the images with `fit`
-    (the encoder runs every epoch: slower, for data that do not fit in memory).
-    The encoder's weights are never changed (it is frozen in place).
-
-    Args:
-        encoder: a model whose `features(images)` or `call(images)` gives (B, D)
-            features (SupConModel, SimCLRModel, SupervisedModel, SLAModel, a
-            backbone).
-        train_data, test_data: (images (N, H, W, 3), labels (N,)) arrays, objects
-            with `.images`/`.labels` (`ssl_zoo.data.ArrayDataset`), or batched
-            `tf.data.Dataset`s of (images, labels).
-        num_classes: N.
-        epochs: training epochs of the classifier.
-        batch_size: batch size for feature extraction and training.
-        learning_rate: Adam learning rate.
-        cache_features: extract the features once (True) or on every step.
-        seed: seed of the classifier's initialisation and shuffling.
-        verbose: passed to `fit`.
-        return_probe: also return the trained `LinearProbe` under "probe".
-
-    Returns:
-        dict with "top1" (test accuracy) and "train_top1" (training accuracy), as
-        floats; with `return_probe=True` also "probe", the trained `LinearProbe`
-        (ready for `predict` on images).
-
-    Example:
-    >>> from ssl_zoo.backbones import get_backbone
-    >>> images = np.concatenate([np.zeros((8, 8, 8, 3)), np.full((8, 8, 8, 3), 255.0)])
-    >>> labels = np.repeat([0, 1], 8)
-    >>> result = linear_probe(get_backbone("resnet32_cifar", width=0.25),
-    ...                       (images, labels), (images, labels), num_classes=2)
-    >>> result["top1"]
-    1.0
-    """
-    keras.utils.set_random_seed(seed)
-    probe = LinearProbe(encoder, num_classes)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    train = _as_arrays_or_dataset(train_data, "train_data")
-    test = _as_arrays_or_dataset(test_data, "test_data")
-    encode = tf.function(lambda x: encoder_features(encoder, x), reduce_retracing=True)
-    train_features, train_labels = extract_features(encoder, train, batch_size, encode)
-    probe.set_feature_statistics(train_features.mean(0), train_features.std(0))
-    if cache_features:
-        # The probe's own Dense layer, trained on standardised cached features.
-        standardised = (train_features - ops.convert_to_numpy(probe.feature_mean)) \
-            * ops.convert_to_numpy(probe.feature_scale)
-        head = keras.Sequential([keras.Input((train_features.shape[1],)),
-                                 probe.classifier])
-        head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
-        head.fit(standardised, train_labels, batch_size=batch_size, epochs=epochs,
-                 shuffle=True, verbose=verbose)
-        test_features, test_labels = extract_features(encoder, test, batch_size, encode)
-        train_logits = ops.convert_to_numpy(probe.classify(train_features))
-        test_logits = ops.convert_to_numpy(probe.classify(test_features))
-    else:
-        probe.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
-        batches = _batches(train, batch_size)
-        if not isinstance(train, tf.data.Dataset):
-            batches = tf.data.Dataset.from_tensor_slices(train).shuffle(
-                len(train_labels), seed=seed).batch(batch_size)
-        probe.fit(batches, epochs=epochs, shuffle=False, verbose=verbose)
-        train_logits = ops.convert_to_numpy(probe.classify(
-            extract_features(encoder, train, batch_size, encode)[0]))
-        test_features, test_labels = extract_features(encoder, test, batch_size, encode)
-        test_logits = ops.convert_to_numpy(probe.classify(test_features))
-    result = {"top1": _top1(test_logits, test_labels),
-              "train_top1": _top1(train_logits, train_labels)}
-    if return_probe:
-        result["probe"] = probe
-    return result

@@ -21,7 +21,7 @@ class SupConModel(BackboneModel):
     sees them together, as in the authors' code), are projected to unit vectors
     and contrasted with `SupConLoss`; under a `tf.distribute` strategy the negatives
     come from every replica. Stage 2 is a linear probe on the backbone features
-    (`ssl_zoo.models.linear_probe`). The projection head is used only in training.
+    (`ssl_zoo.evaluation.linear_probe`). The projection head is used only in training.
 
     Args:
         backbone: backbone name, `keras.Model` or config (see `BackboneModel`).
