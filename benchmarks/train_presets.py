@@ -78,7 +78,7 @@ def main(_):
         sl = evaluation_slice(test)
         if method == "supcon":
             model = out["probe"]
-            full, on_slice = {"top1": out["metrics"]["linear_probe_top1"]}, accuracies(model, sl)
+            full, on_slice = {"top1": out["metrics"]["linear_probe_accuracy"]}, accuracies(model, sl)
             description = ("SupCon ResNet-32 encoder + linear probe, CIFAR-10 "
                            f"(top-1 {100 * full['top1']:.1f}% at a CPU budget)")
         elif method == "sla":

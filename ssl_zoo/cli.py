@@ -151,7 +151,7 @@ def cmd_evaluate():
                              f"{FLAGS.dataset} has {test.info.num_classes}.")
     train = (load_arrays(FLAGS.dataset, split=FLAGS.train_split, **kw)
              if spec.evaluation != "direct" else test)
-    metrics = evaluate(model, spec, train, test, _config())
+    metrics, _ = evaluate(model, spec, train, test, _config())
     metrics.pop("probe", None)
     print(format_metrics(metrics))
 

@@ -9,6 +9,7 @@ import os
 import keras
 import tensorflow as tf
 
+from ssl_zoo.models.base import inference_features
 from ssl_zoo.utils.io import atomic_directory
 
 
@@ -23,7 +24,7 @@ def _trained_image_size(model):
 def _model_features(model):
     """`images -> features` of an ssl_zoo model, or of the encoder a probe wraps."""
     if callable(getattr(model, "features", None)):
-        return lambda x: model.features(x, training=False)
+        return lambda x: inference_features(model, x)
     encoder = getattr(model, "encoder", None)
     if encoder is not None:
         return _model_features(encoder)

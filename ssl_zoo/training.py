@@ -208,8 +208,9 @@ def train_and_evaluate(cfg, log=print):
     """Trains `cfg.method` on `cfg.dataset` and evaluates it on the test split.
 
     Returns:
-        dict with 'metrics' (test metrics), 'history', 'model', 'probe' (the trained
-        `LinearProbe` for linear-probe methods, else None), 'info', 'seconds'.
+        dict with 'metrics' (test metrics, floats), 'details' (per-class results),
+        'history', 'model', 'probe' (the trained `LinearProbe` for linear-probe
+        methods, else None), 'info', 'seconds'.
 
     Example:
     >>> out = train_and_evaluate(TrainConfig(method="sla", dataset="digits",
@@ -263,20 +264,21 @@ def train_and_evaluate(cfg, log=print):
         verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
                         callbacks=callbacks, verbose=verbose, shuffle=False)
-    metrics = evaluate(model, spec, train, test, cfg)
+    metrics, details = evaluate(model, spec, train, test, cfg)
     probe = metrics.pop("probe", None)
     seconds = time.time() - start
     if cfg.model_dir:
         save_model_atomic(model, os.path.join(cfg.model_dir, "model.keras"))
         atomic_write_json(os.path.join(cfg.model_dir, "metrics.json"), {
             "metrics": {k: float(v) for k, v in metrics.items()},
+            "details": details,
             "config": _jsonable(dataclasses.asdict(cfg)),
             "optimizer": recipe,
             "dataset": info.to_dict(),
             "seconds": seconds,
         })
-    return {"metrics": metrics, "history": history.history, "model": model,
-            "probe": probe, "info": info, "seconds": seconds}
+    return {"metrics": metrics, "details": details, "history": history.history,
+            "model": model, "probe": probe, "info": info, "seconds": seconds}
 
 
 def evaluate(model, spec, train, test, cfg):
@@ -284,24 +286,33 @@ def evaluate(model, spec, train, test, cfg):
 
     "direct": `model.evaluate` (every metric the model reports, e.g. SLA's single /
     aggregated / self-distilled accuracies) plus the scalar metrics of
-    `ssl_zoo.evaluation` (balanced accuracy, many/medium/few-shot, ...). Other
-    protocols ("linear_probe", "knn") run the evaluator of that name; a linear probe
-    is returned under "probe".
+    `ssl_zoo.evaluation.classification_metrics` (balanced accuracy, geometric-mean
+    recall, many/medium/few-shot accuracy). Other protocols run the evaluator of that
+    name and prefix its metrics with it ("linear_probe_accuracy", "knn_accuracy").
+
+    Returns:
+        (metrics, details): metrics a flat dict of floats (plus "probe", the trained
+        `LinearProbe`, for the linear-probe protocol); details the non-scalar results
+        (per-class recall and precision, confusion matrix, ...).
     """
     from ssl_zoo.data import make_pipeline
     from ssl_zoo.evaluation import evaluate as run_evaluator
-    num_classes = train.info.num_classes
-    metrics = {}
+    metrics, details = {}, {}
+    prefix = "" if spec.evaluation == "direct" else f"{spec.evaluation}_"
     if spec.evaluation == "direct":
         test_ds = make_pipeline(test, cfg.batch_size, view="none", shuffle=False)
         metrics.update({k: float(v) for k, v in
                         model.evaluate(test_ds, return_dict=True, verbose=0).items()})
-    result = run_evaluator(spec.evaluation, model, train, test, num_classes,
+    result = run_evaluator(spec.evaluation, model, train, test, train.info.num_classes,
                            batch_size=cfg.batch_size)
     for key, value in result.items():
-        if key == "probe" or isinstance(value, (int, float)):
-            metrics.setdefault(key, value)
-    return metrics
+        if key == "probe":
+            metrics["probe"] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.setdefault(prefix + key, float(value))
+        else:
+            details[prefix + key] = value
+    return metrics, details
 
 
 def _image_shape(spec):

@@ -127,10 +127,10 @@ def test_cli_linear_probe_of_a_supcon_model(tmp_path):
     r = _cli("train", "--method=supcon", "--epochs=1", "--steps_per_epoch=2",
              f"--model_dir={model_dir}", *common)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "linear_probe_top1" in r.stdout
+    assert "linear_probe_accuracy" in r.stdout
     r = _cli("evaluate", f"--model_path={model_dir / 'model.keras'}", *common)
     assert r.returncode == 0, r.stderr[-2000:]
-    top1 = float(r.stdout.split("linear_probe_top1")[1].split()[0])
+    top1 = float(r.stdout.split("linear_probe_accuracy")[1].split()[0])
     assert 0.1 < top1 <= 1.0  # 10 digit classes: above chance after a probe
 
 
@@ -163,7 +163,7 @@ def test_cli_supcon_model_reloads_trainable(tmp_path):
         method="supcon", dataset="digits", width=0.125, epochs=1, steps_per_epoch=2,
         batch_size=16, model_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"),
         max_train_examples=64, max_test_examples=32, verbose=0), log=lambda *_: None)
-    assert "linear_probe_top1" in out["metrics"]
+    assert "linear_probe_accuracy" in out["metrics"]
     model = keras.models.load_model(tmp_path / "model.keras")
     assert model.trainable and all(layer.trainable for layer in model._flatten_layers())
     from ssl_zoo.data import load_arrays

@@ -110,7 +110,8 @@ def linear_probe_evaluate(encoder, train, test, num_classes, epochs=30, batch_si
 
     Returns:
         dict of `classification_metrics` of the probe's test predictions (long-tail
-        groups from the training labels) plus "train_accuracy".
+        groups from the training labels) plus "train_accuracy" and "probe", the
+        trained `LinearProbe`.
 
     Example:
     >>> model = keras.Sequential([keras.layers.GlobalAveragePooling2D()])
@@ -120,10 +121,11 @@ def linear_probe_evaluate(encoder, train, test, num_classes, epochs=30, batch_si
     >>> metrics["accuracy"], metrics["train_accuracy"]
     (1.0, 1.0)
     """
-    _, (train_logits, train_labels), (test_logits, test_labels) = _train_probe(
+    probe, (train_logits, train_labels), (test_logits, test_labels) = _train_probe(
         encoder, train, test, num_classes, epochs, batch_size, learning_rate,
         cache_features, seed, verbose)
     metrics = classification_metrics(
         test_labels, np.argmax(test_logits, axis=1), num_classes,
         train_counts=class_counts(train_labels, num_classes))
-    return {**metrics, "train_accuracy": _top1(train_logits, train_labels)}
+    return {**metrics, "train_accuracy": _top1(train_logits, train_labels),
+            "probe": probe}
