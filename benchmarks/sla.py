@@ -13,7 +13,6 @@ it, so neither can go stale beside the other), and prints a markdown table.
 
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,6 +21,9 @@ from absl import app, flags  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from timing import time_interleaved  # noqa: E402
 
 flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
                     "CIFAR-10 archive/folder.")
@@ -65,22 +67,6 @@ def accuracy_runs(cfg_kwargs):
     return rows
 
 
-def _time_interleaved(fns, steps, rounds=3):
-    """Seconds per call of each fn: rounds alternate between the fns (so load from
-    other processes hits all of them alike) and the fastest round counts."""
-    for fn in fns.values():  # trace / compile, then one warm call
-        fn()
-        fn()
-    best = {name: float("inf") for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / steps)
-    return best
-
-
 def speed(jit, width, batch, size, steps):
     import keras
     import tensorflow as tf
@@ -101,10 +87,10 @@ def speed(jit, width, batch, size, steps):
         f = tf.function(lambda t: model(t, training=False, **kw), jit_compile=jit is True)
         return lambda: f(tf.constant(x)).numpy()
 
-    t = _time_interleaved({"sla": lambda: sla.train_on_batch(x, y),
+    t = time_interleaved({"sla": lambda: sla.train_on_batch(x, y),
                            "ce": lambda: sup.train_on_batch(x_exp, y_exp)}, steps)
     t_sla, t_ce = t["sla"], t["ce"]
-    t = _time_interleaved({"sup": infer(sup), "sd": infer(sla, "self_distill"),
+    t = time_interleaved({"sup": infer(sup), "sd": infer(sla, "self_distill"),
                            "ag": infer(sla, "aggregated")}, steps)
     t_sup_inf, t_sd_inf, t_ag_inf = t["sup"], t["sd"], t["ag"]
     return {

@@ -13,6 +13,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ssl_zoo.models.registry import get_method
@@ -61,6 +62,8 @@ class TrainConfig:
     cache_dir: str = None
     seed: int = 0
     verbose: object = "auto"
+    eval_every: int = None
+    eval_keep: int = 20
     method_kwargs: dict = dataclasses.field(default_factory=dict)
     data_kwargs: dict = dataclasses.field(default_factory=dict)
 
@@ -129,6 +132,91 @@ def save_model_atomic(model, path):
     return os.fspath(path)
 
 
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Scores the model on test data every `every` training steps (DASO / USB protocol).
+
+    Each evaluation runs `ssl_zoo.evaluation.direct_evaluate` (the model's own
+    predictions, e.g. the EMA model's for FixMatch/DASO) and keeps its scalar metrics.
+    `summary()` reports, for each metric, the median of the last `keep` evaluations
+    (what the DASO code reports, `keep=20`) and the best (what USB reports).
+
+    Args:
+        test: test data ((images, labels) or an `ArrayDataset`).
+        num_classes: C.
+        every: evaluate every `every` training steps (>= 1).
+        keep: evaluations in the median.
+        train: the training data, read only for its labels (the many/medium/few-shot
+            groups); None leaves the groups out.
+        batch_size: evaluation batch size.
+        log: where to print one line per evaluation (None: silent).
+        path: a JSON file the evaluations are written to after each one (atomically)
+            and read back from when a run resumes.
+
+    Example:
+    >>> callback = PeriodicEvaluation((np.zeros((2, 8, 8, 3)), np.zeros(2)), 2, every=500)
+    >>> callback.summary()
+    {}
+    """
+
+    def __init__(self, test, num_classes, every, keep=20, train=None,
+                 batch_size=256, log=None, path=None):
+        super().__init__()
+        if int(every) < 1 or int(keep) < 1:
+            raise ValueError(f"eval_every and eval_keep must be >= 1, got {every} and "
+                             f"{keep}.")
+        self.test, self.num_classes = test, int(num_classes)
+        self.every, self.keep = int(every), int(keep)
+        self.train, self.batch_size, self.log = train, batch_size, log
+        self.path = path
+        self.history = []
+        if path and os.path.exists(path):   # a resumed run keeps its evaluations
+            with open(path, encoding="utf-8") as f:
+                self.history = json.load(f)
+
+    def on_train_begin(self, logs=None):
+        # After BackupAndRestore, forget evaluations past the restored step.
+        step = int(self.model.optimizer.iterations)
+        self.history = [row for row in self.history if row["step"] <= step]
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations)
+        if step % self.every == 0 and (not self.history or self.history[-1]["step"] < step):
+            self.evaluate_now(step)
+
+    def evaluate_now(self, step=None):
+        from ssl_zoo.evaluation import direct_evaluate
+        step = int(self.model.optimizer.iterations) if step is None else step
+        result = direct_evaluate(self.model, self.train, self.test, self.num_classes,
+                                 batch_size=self.batch_size)
+        row = {"step": step, **{k: float(v) for k, v in result.items()
+                                if isinstance(v, (int, float))
+                                and not isinstance(v, bool)}}
+        row["per_class_recall"] = result.get("per_class_recall")
+        self.history.append(row)
+        if self.path:
+            atomic_write_json(self.path, self.history)
+        if self.log:
+            self.log(f"step {step}: accuracy {row['accuracy']:.4f}, balanced "
+                     f"{row['balanced_accuracy']:.4f}")
+        return row
+
+    def summary(self):
+        """{"median{keep}_<metric>", "best_<metric>", "evaluations"} of the evaluations."""
+        if not self.history:
+            return {}
+        out = {"evaluations": float(len(self.history))}
+        last = self.history[-self.keep:]
+        for key, value in self.history[0].items():
+            if key == "step" or not isinstance(value, float):
+                continue
+            values = [row[key] for row in last if row.get(key) is not None]
+            if values:
+                out[f"median{self.keep}_{key}"] = float(np.median(values))
+            out[f"best_{key}"] = float(max(row[key] for row in self.history
+                                           if row.get(key) is not None))
+        return out
+
+
 def load_data(cfg):
     """(train ArrayDataset, test ArrayDataset) for the run's data set."""
     from ssl_zoo.data import load_arrays
@@ -159,8 +247,10 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0, **data_kwar
         batch_size: (labeled) batch size.
         view: training view (default: the method's).
         seed: shuffle / augmentation seed.
-        **data_kwargs: stream options: for "semi_supervised", `labeled_per_class`
-            (int or list; default 10% of each class) and `mu` (default 7).
+        **data_kwargs: stream options over the method's `spec.data_kwargs`; for
+            "semi_supervised" see `semi_supervised_split` and `mu` (unlabeled images
+            per labeled image), `strong` (the strong view's name) and
+            `include_unlabeled_labels` (held-out truth for pseudo-label metrics).
 
     Returns:
         A `tf.data.Dataset` in the structure `spec.model_class` trains on.
@@ -172,28 +262,59 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0, **data_kwar
     >>> tuple(ds.element_spec[0].shape)
     (8, 2, 16, 16, 3)
     """
-    from ssl_zoo.data import make_pipeline
+    from ssl_zoo.data import make_pipeline, make_semi_supervised_pipeline
     view = spec.view if view is None else view
+    options = {**spec.data_kwargs, **data_kwargs}
     if spec.stream == "labeled":
-        if data_kwargs:
-            raise ValueError(f"Unknown data options {sorted(data_kwargs)} for a labeled "
+        if options:
+            raise ValueError(f"Unknown data options {sorted(options)} for a labeled "
                              f"stream.")
         return make_pipeline(train, batch_size, view=view, num_views=spec.num_views,
                              shuffle=True, seed=seed, drop_remainder=True, repeat=True)
-    return _semi_supervised_stream(train, batch_size, view=view, seed=seed, **data_kwargs)
+    stream = {k: options.pop(k) for k in ("mu", "strong", "include_unlabeled_labels")
+              if k in options}
+    labeled, unlabeled = semi_supervised_split(train, seed=seed, **options)
+    return make_semi_supervised_pipeline(
+        labeled, unlabeled, batch_size, mu=stream.get("mu", 7), seed=seed, weak=view,
+        strong=stream.get("strong", "strong"),
+        include_unlabeled_labels=stream.get("include_unlabeled_labels", False))
 
 
-def _semi_supervised_stream(train, batch_size, *, view, seed, mu=7, labeled_per_class=None):
-    import numpy as np
+def semi_supervised_split(train, *, seed=0, labeled_per_class=None, num_labeled_head=None,
+                          imbalance_ratio=1.0, num_unlabeled_head=None,
+                          unlabeled_distribution="consistent",
+                          unlabeled_imbalance_ratio=None):
+    """(labeled, unlabeled) `ArrayDataset`s of a labelled training set.
 
-    from ssl_zoo.data import labeled_unlabeled_split, make_semi_supervised_pipeline
-    counts = np.bincount(train.labels, minlength=train.info.num_classes)
-    if labeled_per_class is None:
-        labeled_per_class = [max(1, int(c) // 10) for c in counts]
-    labeled, unlabeled = labeled_unlabeled_split(train.labels, labeled_per_class,
-                                                 seed=seed)
-    return make_semi_supervised_pipeline(train.subset(labeled), train.subset(unlabeled),
-                                         batch_size, mu=mu, seed=seed, weak=view)
+    With `num_labeled_head` (N_1): the long-tailed split of the DASO paper
+    (`ssl_zoo.data.long_tailed_semi_supervised_split`: N_k = N_1 gamma^-(k-1)/(K-1)
+    labeled, M_k unlabeled from M_1 = `num_unlabeled_head`, consistent / uniform /
+    reversed). Else `labeled_per_class` (int or list; default 10% of each class)
+    labeled images per class and all the rest unlabeled. The unlabeled set keeps its
+    labels, for pseudo-label metrics only.
+
+    Example:
+    >>> from ssl_zoo.data import load_arrays
+    >>> lab, unl = semi_supervised_split(load_arrays("digits", "train"),
+    ...                                  labeled_per_class=5)
+    >>> len(lab), len(unl)
+    (50, 1388)
+    """
+    from ssl_zoo.data import labeled_unlabeled_split, long_tailed_semi_supervised_split
+    if num_labeled_head is not None:
+        labeled, unlabeled = long_tailed_semi_supervised_split(
+            train.labels, num_labeled_head, imbalance_ratio,
+            num_unlabeled_head=num_unlabeled_head,
+            unlabeled_distribution=unlabeled_distribution,
+            unlabeled_imbalance_ratio=unlabeled_imbalance_ratio,
+            num_classes=train.info.num_classes, seed=seed)
+    else:
+        if labeled_per_class is None:
+            counts = np.bincount(train.labels, minlength=train.info.num_classes)
+            labeled_per_class = [max(1, int(c) // 10) for c in counts]
+        labeled, unlabeled = labeled_unlabeled_split(train.labels, labeled_per_class,
+                                                     seed=seed)
+    return train.subset(labeled), train.subset(unlabeled)
 
 
 def build_model(cfg, info, spec=None, sync_batchnorm=False):
@@ -259,13 +380,27 @@ def train_and_evaluate(cfg, log=print):
     log(f"training {cfg.method} ({spec.model_class.__name__}, {cfg.backbone} x{cfg.width}) "
         f"for {cfg.epochs} epochs x {steps} steps, batch {cfg.batch_size}, "
         f"{replicas} replica(s), view={view}")
+    periodic = None
+    if cfg.eval_every:
+        periodic = PeriodicEvaluation(test, info.num_classes, cfg.eval_every,
+                                      keep=cfg.eval_keep, train=train,
+                                      batch_size=cfg.batch_size, log=log,
+                                      path=cfg.model_dir and os.path.join(
+                                          cfg.model_dir, "evaluations.json"))
+        callbacks.append(periodic)
     verbose = cfg.verbose
     if verbose == "auto":  # a live progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
                         callbacks=callbacks, verbose=verbose, shuffle=False)
+    # Read before evaluate(), which resets the model's metrics.
+    training_details = getattr(model, "training_details", dict)()
     metrics, details = evaluate(model, spec, train, test, cfg)
     probe = metrics.pop("probe", None)
+    details.update(training_details)
+    if periodic is not None:
+        metrics.update(periodic.summary())
+        details["periodic_evaluations"] = periodic.history
     seconds = time.time() - start
     if cfg.model_dir:
         save_model_atomic(model, os.path.join(cfg.model_dir, "model.keras"))

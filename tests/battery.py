@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from harness import (assert_close_to_reference, run_fit_reduces_loss,
+from harness import (assert_close_to_reference, one_batch_dataset, run_fit_reduces_loss,
                      run_model_saving_test, run_precision_test, run_replica_parity_test,
                      to_numpy)
 from ssl_zoo.data import load_arrays
@@ -61,7 +61,7 @@ def check_saving(name, tmp_path):
     x, y = method_batch(name)
     model = build(name)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    model.fit(one_batch_dataset(x, y), epochs=1, verbose=0)
     run_model_saving_test(model, inference_input(x), tmp_path)
 
 
@@ -83,7 +83,7 @@ def check_xla(name):
     x, y = method_batch(name)
     model = build(name)
     model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=True)
-    history = model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
+    history = model.fit(one_batch_dataset(x, y).repeat(2), epochs=1, verbose=0)
     assert model.jit_compile is True
     assert all(np.isfinite(history.history["loss"])), history.history
     # Labels out of range: where the method checks labels (its eager `unpack`
@@ -92,7 +92,7 @@ def check_xla(name):
     bad = np.full_like(y, NUM_CLASSES)
     eager_error = _label_error(lambda: model.unpack((x, bad), training=True))
     xla_error = _label_error(
-        lambda: model.fit(x, bad, batch_size=BATCH, epochs=1, verbose=0))
+        lambda: model.fit(one_batch_dataset(x, bad), epochs=1, verbose=0))
     if eager_error is None:  # the method ignores labels (e.g. SimCLR)
         assert xla_error is None, xla_error
     else:
@@ -117,7 +117,7 @@ def check_export(name, tmp_path):
     x, y = method_batch(name)
     model = build(name)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    model.fit(one_batch_dataset(x, y), epochs=1, verbose=0)
     images = inference_input(x)
     if images.ndim == 5:            # views: serve single images
         images = images[:, 0]

@@ -108,6 +108,43 @@ def two_cpu_strategy():
         ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
+def one_batch_dataset(x, y):
+    """A dataset of the single batch (x, y); `x` may be a dict of unequal batch sizes."""
+    return tf.data.Dataset.from_tensors((x, y))
+
+
+def batch_size_of(x, y=None):
+    """The (labeled) batch size: len(y), else the leading dim of x's first leaf."""
+    if y is not None:
+        return len(y)
+    return len(keras.tree.flatten(x)[0])
+
+
+def replica_sharded_dataset(strategy, x, y):
+    """A distributed dataset giving replica i the i-th contiguous slice of every
+    component of the global batch (x, y) — the split `fit` makes of a batched
+    dataset, also for dicts whose components have different batch sizes."""
+    replicas = strategy.num_replicas_in_sync
+
+    def shard(t, i):
+        t = np.asarray(t)
+        if len(t) % replicas:
+            raise ValueError(f"a batch component of size {len(t)} does not split over "
+                             f"{replicas} replicas")
+        n = len(t) // replicas
+        return t[i * n:(i + 1) * n]
+
+    def make(_):
+        parts = [keras.tree.map_structure(lambda t, i=i: shard(t, i), (x, y))
+                 for i in range(replicas)]
+        ds = tf.data.Dataset.from_tensors(parts[0])
+        for part in parts[1:]:
+            ds = ds.concatenate(tf.data.Dataset.from_tensors(part))
+        return ds
+
+    return strategy.distribute_datasets_from_function(make)
+
+
 def _call(obj, data, kwargs):
     return obj(data, **(kwargs or {}))
 
@@ -258,7 +295,8 @@ def run_fit_reduces_loss(model, x, y, steps=5, optimizer=None, key="loss"):
         raise ValueError("run_fit_reduces_loss needs steps >= 2.")
     if not model.compiled:
         model.compile(optimizer=optimizer or keras.optimizers.SGD(0.05))
-    history = model.fit(x, y, batch_size=len(x), epochs=steps, shuffle=False, verbose=0)
+    history = model.fit(one_batch_dataset(x, y).repeat(), steps_per_epoch=1,
+                        epochs=steps, verbose=0)
     losses = _history_losses(history, key)
     assert all(np.isfinite(losses)), f"non-finite training {key}: {losses}"
     assert losses[-1] < losses[0], (
@@ -291,7 +329,8 @@ def run_precision_test(model_fn, data, steps=4, call_kwargs=None, learning_rate=
         x, y = data
         model = model_fn()
         assert model.dtype_policy.name == "mixed_float16", model.dtype_policy
-        out = _call(model, x, {"training": False, **(call_kwargs or {})})
+        out = _call(model, x["images"] if isinstance(x, dict) else x,
+                    {"training": False, **(call_kwargs or {})})
         for o in keras.tree.flatten(out):
             assert keras.backend.standardize_dtype(o.dtype) == "float32", (
                 f"outputs must be float32 under mixed_float16, got {o.dtype}")
@@ -302,8 +341,8 @@ def run_precision_test(model_fn, data, steps=4, call_kwargs=None, learning_rate=
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer), (
             type(model.optimizer))
         before = [w.copy() for w in to_numpy(model.trainable_weights)]
-        history = model.fit(x, y, batch_size=len(x), epochs=steps, shuffle=False,
-                            verbose=0)
+        history = model.fit(one_batch_dataset(x, y).repeat(), steps_per_epoch=1,
+                            epochs=steps, verbose=0)
         losses = _history_losses(history)
         assert all(np.isfinite(losses)), f"non-finite losses: {losses}"
         after = to_numpy(model.trainable_weights)
@@ -312,7 +351,8 @@ def run_precision_test(model_fn, data, steps=4, call_kwargs=None, learning_rate=
         assert changed > 0, "no trainable weight changed under mixed precision"
         if require_decrease:
             assert losses[-1] < losses[0], f"loss did not go down: {losses}"
-        out = _call(model, x, {"training": False, **(call_kwargs or {})})
+        out = _call(model, x["images"] if isinstance(x, dict) else x,
+                    {"training": False, **(call_kwargs or {})})
         for o in keras.tree.flatten(out):
             assert keras.backend.standardize_dtype(o.dtype) == "float32", o.dtype
             assert np.all(np.isfinite(to_numpy(o))), "non-finite outputs after training"
@@ -351,33 +391,32 @@ def run_replica_parity_test(model_fn, data, optimizer_fn, atol=1e-4, rtol=1e-3,
         (loss with 1 replica, loss with 2 replicas).
     """
     x, y = data
-    batch = len(x)
+    batch = batch_size_of(x, y)
     strategy = strategy or two_cpu_strategy()
     replicas = strategy.num_replicas_in_sync
     if replicas < 2 or batch % replicas:
         raise ValueError(f"need >= 2 replicas and a batch divisible by them, got "
                          f"{replicas} replicas and batch {batch}.")
     call_kwargs = {"training": False, **(call_kwargs or {})}
-
-    def dataset():
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    inputs = x["images"] if isinstance(x, dict) else x
 
     single = model_fn()
-    _call(single, x, call_kwargs)
+    _call(single, inputs, call_kwargs)
     initial = [w.copy() for w in single.get_weights()]
     names = _weight_names(single)
     single.compile(optimizer=optimizer_fn())
-    loss_1 = _history_losses(single.fit(dataset(), epochs=1, shuffle=False, verbose=0),
+    loss_1 = _history_losses(single.fit(one_batch_dataset(x, y), epochs=1, verbose=0),
                             loss_key)[0]
 
     with strategy.scope():
         multi = model_fn()
-        _call(multi, x, call_kwargs)
+        _call(multi, inputs, call_kwargs)
         multi.set_weights(initial)
         multi.compile(optimizer=optimizer_fn())
     assert multi.distribute_strategy.num_replicas_in_sync == replicas
-    loss_2 = _history_losses(multi.fit(dataset(), epochs=1, shuffle=False, verbose=0),
-                            loss_key)[0]
+    loss_2 = _history_losses(
+        multi.fit(replica_sharded_dataset(strategy, x, y), epochs=1, steps_per_epoch=1,
+                  verbose=0), loss_key)[0]
 
     assert np.isfinite(loss_1) and np.isfinite(loss_2), (loss_1, loss_2)
     assert_close_to_reference(loss_2, loss_1, atol=atol, rtol=rtol,

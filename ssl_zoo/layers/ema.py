@@ -155,11 +155,13 @@ class EMATeacher(keras.layers.Layer):
         for s, t in self._pairs(student):
             t.assign(s)
 
-    def update(self, student):
+    def update(self, student, decay=None):
         """One EMA step toward `student` (call it after the optimizer step).
 
         Args:
             student: the network the teacher was cloned from.
+            decay: this step's decay (a float or scalar tensor, e.g. the warm-up
+                min(1 - 1/t, decay) of the DASO code); None uses `self.decay`.
 
         Returns:
             None.
@@ -174,11 +176,13 @@ class EMATeacher(keras.layers.Layer):
         >>> float(ema.teacher.layers[0].kernel[0, 0])
         1.5
         """
+        decay = self.decay if decay is None else decay
         for s, t in self._pairs(student):
             if not keras.backend.is_float_dtype(s.dtype):
                 t.assign(s)
             elif s.trainable or self.statistics == "average":
-                t.assign(self.decay * t + (1.0 - self.decay) * ops.cast(s, t.dtype))
+                d = ops.cast(decay, t.dtype)
+                t.assign(d * t + (1.0 - d) * ops.cast(s, t.dtype))
             else:
                 t.assign(s)
 

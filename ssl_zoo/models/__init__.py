@@ -7,8 +7,10 @@ from ssl_zoo.models.sla import DAModel, MTModel, SLAModel, TransformationModel
 from ssl_zoo.models.linear_probe import LinearProbe
 from ssl_zoo.models.supcon import SimCLRModel, SupConModel
 from ssl_zoo.models.supervised import SupervisedModel
+from ssl_zoo.models.fixmatch import FixMatchModel
+from ssl_zoo.models.daso import DASOModel
 
-__all__ = ["BackboneModel", "DAModel", "LinearProbe", "METHODS", "MTModel", "MethodSpec",
+__all__ = ["BackboneModel", "DAModel", "DASOModel", "FixMatchModel", "LinearProbe", "METHODS", "MTModel", "MethodSpec",
            "SLAModel", "SimCLRModel", "SupConModel", "SupervisedModel",
            "TransformationModel", "get_method", "inference_features", "method_of",
            "register_method", "unregister_method"]

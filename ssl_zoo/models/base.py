@@ -303,7 +303,11 @@ class BackboneModel(PresetMixin, keras.Model):
         for name in self._loss_components:
             getattr(self, f"_{name}_tracker").update_state(unscale_loss(losses[name]))
         self.update_metrics(batch, outputs, training)
-        return {m.name: m.result() for m in self.metrics}
+        return {m.name: m.result() for m in self.metrics_to_log(batch, training)}
+
+    def metrics_to_log(self, batch, training):
+        """The metrics a step returns (default: all of them)."""
+        return self.metrics
 
     def make_train_function(self, force=False):
         return self._make_step_function("train", force)

@@ -33,6 +33,8 @@ class MethodSpec:
         recipe: the method's optimizer recipe (keys of `training.DEFAULT_RECIPE`:
             learning_rate, momentum, nesterov, weight_decay, weight_decay_mode,
             schedule, warmup_steps); fields the caller sets win.
+        data_kwargs: the method's default stream options (`training.make_train_stream`),
+            e.g. `{"mu": 2, "strong": "strong_daso"}`; the caller's win.
 
     Example:
     >>> spec = get_method("supcon")
@@ -49,6 +51,7 @@ class MethodSpec:
     defaults: dict = dataclasses.field(default_factory=dict)
     test_kwargs: dict = dataclasses.field(default_factory=dict)
     recipe: dict = dataclasses.field(default_factory=dict)
+    data_kwargs: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.stream not in STREAMS:
