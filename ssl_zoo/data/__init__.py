@@ -48,6 +48,7 @@ from ssl_zoo.data.splits import (
     labeled_unlabeled_split,
     long_tailed_counts,
     long_tailed_indices,
+    long_tailed_semi_supervised_split,
 )
 from ssl_zoo.data.views import (
     STRONG_FLAVOUR_FACTOR,
@@ -80,4 +81,5 @@ __all__ = [
     "strong_daso_view", "strong_fixmatch_view", "strong_usb_view",
     "make_pipeline", "make_unlabeled_pipeline", "make_semi_supervised_pipeline",
     "long_tailed_counts", "long_tailed_indices", "labeled_unlabeled_split",
+    "long_tailed_semi_supervised_split",
 ]
