@@ -235,71 +235,55 @@ def supcon_view(image, seed=None, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1),
 STRONG_FLAVOUR_FACTOR = 0.3
 
 
-@register_view("strong_daso")
-def strong_daso_view(image, seed=None, factor=STRONG_FLAVOUR_FACTOR):
-    """DASO / kekmodel strong view: weak view, 2 RandAugment ops each applied with
+_FLAVOUR_DOC = """{summary}
+
+    Same as `strong_view(image, seed, factor=factor, {settings})`.
+
+    Args:
+        image: (H, W, 3) or (B, H, W, 3), 0..255 scale.
+        seed: None, an int, or a shape-[2] int tensor.
+        factor: Keras RandAugment strength (see `STRONG_FLAVOUR_FACTOR`).
+
+    Returns:
+        float32 tensor of the same shape, 0..255.
+
+    Example:
+    >>> {fn}(tf.zeros([2, 32, 32, 3], tf.uint8), seed=0).shape
+    TensorShape([2, 32, 32, 3])
+    """
+
+
+def _strong_flavour(name, summary, **settings):
+    """Register `strong_view` with the fixed `settings` of one codebase as `name`."""
+
+    def view(image, seed=None, factor=STRONG_FLAVOUR_FACTOR):
+        return strong_view(image, seed, factor=factor, **settings)
+
+    view.__name__ = view.__qualname__ = f"{name}_view"
+    view.__doc__ = _FLAVOUR_DOC.format(
+        summary=summary, fn=view.__name__,
+        settings=", ".join(f"{k}={v}" for k, v in settings.items()))
+    return register_view(name, view)
+
+
+strong_daso_view = _strong_flavour(
+    "strong_daso", num_ops=2, apply_prob=0.5, cutout_size=0.5, summary="""\
+DASO / kekmodel strong view: weak view, 2 RandAugment ops each applied with
     probability 0.5 (`RandAugmentMC`), then Cutout of half the side (16 px on 32 px).
 
     A quarter of the images (0.5^2) get no RandAugment operation, only Cutout.
-    Magnitudes are drawn per image by Keras' sub-layers (DASO draws 1..9 of 10);
-    see `STRONG_FLAVOUR_FACTOR` for the strength.
+    Magnitudes are drawn per image by Keras' sub-layers (DASO draws 1..9 of 10).""")
 
-    Args:
-        image: (H, W, 3) or (B, H, W, 3), 0..255 scale.
-        seed: None, an int, or a shape-[2] int tensor.
-        factor: Keras RandAugment strength.
+strong_fixmatch_view = _strong_flavour(
+    "strong_fixmatch", num_ops=2, apply_prob=1.0, cutout_size=0.5, summary="""\
+FixMatch (TF) strong view: weak view, 2 RandAugment ops always applied at a
+    random magnitude, then Cutout of half the side.""")
 
-    Returns:
-        float32 tensor of the same shape, 0..255.
-
-    Example:
-    >>> strong_daso_view(tf.zeros([2, 32, 32, 3], tf.uint8), seed=0).shape
-    TensorShape([2, 32, 32, 3])
-    """
-    return strong_view(image, seed, num_ops=2, factor=factor, apply_prob=0.5,
-                       cutout_size=0.5)
-
-
-@register_view("strong_fixmatch")
-def strong_fixmatch_view(image, seed=None, factor=STRONG_FLAVOUR_FACTOR):
-    """FixMatch (TF) strong view: weak view, 2 RandAugment ops always applied at a
-    random magnitude, then Cutout of half the side.
-
-    Args:
-        image: (H, W, 3) or (B, H, W, 3), 0..255 scale.
-        seed: None, an int, or a shape-[2] int tensor.
-        factor: Keras RandAugment strength (see `STRONG_FLAVOUR_FACTOR`).
-
-    Returns:
-        float32 tensor of the same shape, 0..255.
-
-    Example:
-    >>> strong_fixmatch_view(tf.zeros([2, 32, 32, 3], tf.uint8), seed=0).shape
-    TensorShape([2, 32, 32, 3])
-    """
-    return strong_view(image, seed, num_ops=2, factor=factor, apply_prob=1.0,
-                       cutout_size=0.5)
-
-
-@register_view("strong_usb")
-def strong_usb_view(image, seed=None, factor=STRONG_FLAVOUR_FACTOR):
-    """USB strong view: weak view, 3 RandAugment ops always applied, then Cutout whose
-    side is drawn per image uniformly in [0, 1/2] of the image side.
-
-    Args:
-        image: (H, W, 3) or (B, H, W, 3), 0..255 scale.
-        seed: None, an int, or a shape-[2] int tensor.
-        factor: Keras RandAugment strength (see `STRONG_FLAVOUR_FACTOR`).
-
-    Returns:
-        float32 tensor of the same shape, 0..255.
-
-    Example:
-    >>> strong_usb_view(tf.zeros([2, 32, 32, 3], tf.uint8), seed=0).shape
-    TensorShape([2, 32, 32, 3])
-    """
-    return strong_view(image, seed, num_ops=3, factor=factor, apply_prob=1.0,
-                       cutout_size=0.5, cutout_random_size=True)
+strong_usb_view = _strong_flavour(
+    "strong_usb", num_ops=3, apply_prob=1.0, cutout_size=0.5, cutout_random_size=True,
+    summary="""\
+USB strong view: weak view, 3 RandAugment ops always applied, then Cutout whose
+    side is drawn per image uniformly in [0, 1/2] of the image side.""")
 
 
 #: Strong-view flavour of each codebase -> registered view name (DASO's is the
