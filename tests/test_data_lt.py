@@ -13,6 +13,7 @@ from ssl_zoo.data import (
     get_view,
     load_arrays,
     long_tailed_semi_supervised_split,
+    make_semi_supervised_pipeline,
     rand_augment,
     strong_view,
 )
@@ -23,7 +24,8 @@ from ssl_zoo.data import views as views_module
 def _lt_reference(head, gamma, num_classes):
     """N_k = floor(N_1 gamma^(-(k-1)/(K-1))), k = 1..K (1e-9: exact integers survive)."""
     k = np.arange(num_classes)
-    return np.floor(head * np.power(float(gamma), -k / (num_classes - 1)) + 1e-9).astype(int)
+    counts = head * np.power(float(gamma), -k / (num_classes - 1))
+    return np.floor(counts + 1e-9).astype(int)
 
 
 def _expected_unlabeled(head, gamma, distribution, num_classes, gamma_u=None):
@@ -265,3 +267,11 @@ def test_daso_flavour_leaves_a_quarter_without_rand_augment():
     assert 0.17 < untouched < 0.33
     fixmatch = get_view("strong_fixmatch")(x, seed=5)
     assert (~_changed(fixmatch, bare)).mean() < 0.05
+
+
+def test_strong_flavour_by_name_in_semi_supervised_pipeline():
+    train = load_arrays("digits", "train")
+    ds = make_semi_supervised_pipeline(train.take_per_class(2), train, 4, mu=2, seed=0,
+                                       strong=STRONG_FLAVOURS["daso"])
+    x, _ = next(iter(ds))
+    assert x["unlabeled_strong"].shape == (8, 16, 16, 3)
