@@ -54,8 +54,9 @@ def _assert_same(eager, mapped):
 
 # ------------------------------------------------------------------------ registries
 def test_builtin_names_registered():
-    assert VIEWS == ("none", "weak", "strong", "supcon")
-    assert list_views()[:4] == VIEWS
+    assert VIEWS == ("none", "weak", "strong", "supcon", "strong_daso", "strong_fixmatch",
+                     "strong_usb")
+    assert list_views()[:len(VIEWS)] == VIEWS
     assert set(list_ops()) >= {"to_float", "normalize", "random_flip", "random_pad_crop",
                                "cutout", "rand_augment", "color_jitter", "random_grayscale",
                                "random_resized_crop"}

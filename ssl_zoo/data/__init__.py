@@ -48,12 +48,18 @@ from ssl_zoo.data.splits import (
     labeled_unlabeled_split,
     long_tailed_counts,
     long_tailed_indices,
+    long_tailed_semi_supervised_split,
 )
 from ssl_zoo.data.views import (
+    STRONG_FLAVOUR_FACTOR,
+    STRONG_FLAVOURS,
     VIEWS,
     get_view,
     list_views,
     register_view,
+    strong_daso_view,
+    strong_fixmatch_view,
+    strong_usb_view,
     strong_view,
     supcon_view,
     weak_view,
@@ -61,6 +67,7 @@ from ssl_zoo.data.views import (
 
 __all__ = [
     "DIGITS_IMAGE_SIZE", "EMBEDDED_NAME", "IMAGE_EXTENSIONS", "TFDS_NAMES", "VIEWS",
+    "STRONG_FLAVOURS", "STRONG_FLAVOUR_FACTOR",
     "ArrayDataset", "DatasetInfo",
     "DataError", "UnknownDatasetError", "DatasetNotFoundError", "MissingPathError",
     "EmptyDatasetError", "EmptyClassError", "LayoutError", "SplitNotFoundError",
@@ -71,6 +78,8 @@ __all__ = [
     "color_jitter", "random_grayscale", "random_resized_crop",
     "register_view", "get_view", "list_views",
     "weak_view", "strong_view", "supcon_view",
+    "strong_daso_view", "strong_fixmatch_view", "strong_usb_view",
     "make_pipeline", "make_unlabeled_pipeline", "make_semi_supervised_pipeline",
     "long_tailed_counts", "long_tailed_indices", "labeled_unlabeled_split",
+    "long_tailed_semi_supervised_split",
 ]

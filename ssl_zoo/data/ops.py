@@ -187,17 +187,21 @@ def random_pad_crop(images, seed=None, pad=4):
 
 
 @register_op("cutout")
-def cutout(images, seed=None, size=0.5, fill=127.5):
+def cutout(images, seed=None, size=0.5, fill=127.5, random_size=False):
     """Fill a square of side `size` x image side with `fill`, centred at a random pixel.
 
     As in DeVries & Taylor (2017) and FixMatch, the centre is uniform over the image,
-    so the square may be clipped at the borders.
+    so the square may be clipped at the borders. With `random_size=True`, `size` is
+    the largest side instead: each image draws its own fraction uniformly in
+    [0, size] (USB's Cutout: a side of up to half the image, `size=0.5`).
 
     Args:
         images: (H, W, C) or (B, H, W, C), 0..255 scale.
         seed: None, an int, or a shape-[2] int tensor.
-        size: square side as a fraction of the image height/width.
+        size: square side as a fraction of the image height/width (the maximum
+            fraction when `random_size`).
         fill: value written inside the square (127.5 = mid-grey).
+        random_size: draw the side per image, uniformly up to `size`.
 
     Returns:
         float32 tensor of the same shape.
@@ -206,17 +210,23 @@ def cutout(images, seed=None, size=0.5, fill=127.5):
     >>> x = cutout(tf.zeros([8, 8, 3]), seed=0)
     >>> 0 < int(tf.reduce_sum(tf.cast(x[..., 0] == 127.5, tf.int32))) <= 16
     True
+    >>> y = cutout(tf.zeros([64, 8, 8, 3]), seed=0, random_size=True)
+    >>> int(tf.reduce_max(tf.reduce_sum(tf.cast(y[..., 0] > 0, tf.int32), [1, 2])))
+    16
     """
     x, single = _as_batch(images)
     shape = tf.shape(x)
     b, h, w = shape[0], shape[1], shape[2]
-    sh = tf.cast(tf.round(size * tf.cast(h, tf.float32)), tf.int32)
-    sw = tf.cast(tf.round(size * tf.cast(w, tf.float32)), tf.int32)
-    s = split_seed(seed, 2)
+    s = split_seed(seed, 3)
+    fraction = tf.constant(size, tf.float32)
+    if random_size:
+        fraction = tf.random.stateless_uniform([b], s[2], 0.0, size)[:, None, None]
+    sh = tf.cast(tf.round(fraction * tf.cast(h, tf.float32)), tf.int32)
+    sw = tf.cast(tf.round(fraction * tf.cast(w, tf.float32)), tf.int32)
     cy = tf.random.stateless_uniform([b], s[0], 0, h, dtype=tf.int32)
     cx = tf.random.stateless_uniform([b], s[1], 0, w, dtype=tf.int32)
-    y0 = (cy - sh // 2)[:, None, None]
-    x0 = (cx - sw // 2)[:, None, None]
+    y0 = cy[:, None, None] - sh // 2
+    x0 = cx[:, None, None] - sw // 2
     yy = tf.range(h)[None, :, None]
     xx = tf.range(w)[None, None, :]
     mask = (yy >= y0) & (yy < y0 + sh) & (xx >= x0) & (xx < x0 + sw)
@@ -242,19 +252,23 @@ def _rand_augment_layer(num_ops, factor):
 
 
 @register_op("rand_augment")
-def rand_augment(images, seed=None, num_ops=2, factor=0.5):
+def rand_augment(images, seed=None, num_ops=2, factor=0.5, apply_prob=1.0):
     """Keras `RandAugment(value_range=(0, 255))` with the operations chosen per image.
 
     Keras' layer picks the same `num_ops` operations for a whole batch; here each image
     gets its own operations and magnitudes (as in the RandAugment and FixMatch papers),
-    computed batch-wide with the Keras sub-layers and selected per image. With a
-    seed, the parameters come from stateless ops, so the result is reproducible.
+    computed batch-wide with the Keras sub-layers and selected per image. Each chosen
+    operation is then applied with probability `apply_prob`, independently per image
+    and per operation (kekmodel's and DASO's `RandAugmentMC` use 0.5). With a seed,
+    the parameters come from stateless ops, so the result is reproducible; for a given
+    seed, `apply_prob=1.0` gives exactly the output of the version without it.
 
     Args:
         images: (H, W, 3) or (B, H, W, 3), 0..255 scale.
         seed: None, an int, or a shape-[2] int tensor.
-        num_ops: operations applied in sequence to each image.
+        num_ops: operations drawn in sequence for each image.
         factor: Keras RandAugment strength in [0, 1].
+        apply_prob: probability in [0, 1] that a drawn operation is applied.
 
     Returns:
         float32 tensor of the same shape, clipped to 0..255.
@@ -262,7 +276,12 @@ def rand_augment(images, seed=None, num_ops=2, factor=0.5):
     Example:
     >>> rand_augment(tf.fill([2, 8, 8, 3], 100.0), seed=0).shape
     TensorShape([2, 8, 8, 3])
+    >>> x = tf.random.uniform([4, 8, 8, 3], 0, 255)
+    >>> bool(tf.reduce_all(rand_augment(x, seed=0, apply_prob=0.0) == x))
+    True
     """
+    if not 0.0 <= apply_prob <= 1.0:
+        raise ValueError(f"apply_prob must be in [0, 1], got {apply_prob}.")
     layer = _rand_augment_layer(num_ops, factor)
     x, single = _as_batch(images)
     static_shape = x.shape
@@ -270,12 +289,18 @@ def rand_augment(images, seed=None, num_ops=2, factor=0.5):
     names = list(layer._AUGMENT_LAYERS)  # pylint: disable=protected-access
     b = tf.shape(x)[0]
     choice = tf.random.stateless_uniform([num_ops, b], base, 0, len(names), dtype=tf.int32)
+    if apply_prob < 1.0:
+        # A skipped operation sends the image to one more partition, left as it is.
+        # fold_in(base, 0) is used by no operation (they fold in 1, 2, ...).
+        skip = tf.random.stateless_uniform(
+            [num_ops, b], tf.random.experimental.stateless_fold_in(base, 0)) >= apply_prob
+        choice = tf.where(skip, len(names), choice)
     positions = tf.range(b)
     for i in range(num_ops):
         # Each operation runs only on the images that drew it, then they are stitched
         # back in place: one batch worth of work per round instead of len(names).
-        parts = tf.dynamic_partition(x, choice[i], len(names))
-        where = tf.dynamic_partition(positions, choice[i], len(names))
+        parts = tf.dynamic_partition(x, choice[i], len(names) + 1)
+        where = tf.dynamic_partition(positions, choice[i], len(names) + 1)
         outs = []
         for j, (name, part) in enumerate(zip(names, parts)):
             sub = getattr(layer, name)
@@ -289,6 +314,7 @@ def rand_augment(images, seed=None, num_ops=2, factor=0.5):
 
             # Some Keras ops refuse empty batches eagerly (e.g. AutoContrast's min).
             outs.append(tf.cond(tf.size(part) > 0, run, lambda part=part: part))
+        outs.append(parts[-1])  # the skipped images
         x = tf.clip_by_value(tf.dynamic_stitch(where, outs), 0.0, 255.0)
     x.set_shape(static_shape)
     return _restore(x, single)

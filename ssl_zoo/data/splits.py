@@ -151,3 +151,103 @@ def labeled_unlabeled_split(labels, num_labeled_per_class, num_unlabeled_per_cla
     cat = lambda parts: (np.sort(np.concatenate(parts)).astype(np.int64)  # noqa: E731
                          if parts else np.zeros(0, np.int64))
     return cat(lab), cat(unl)
+
+
+UNLABELED_DISTRIBUTIONS = ("consistent", "uniform", "reversed")
+
+
+def long_tailed_semi_supervised_split(labels, num_labeled_head, imbalance_ratio,
+                                      num_unlabeled_head=None,
+                                      unlabeled_distribution="consistent",
+                                      unlabeled_imbalance_ratio=None, num_classes=None,
+                                      seed=0):
+    """Long-tailed labeled and unlabeled sets, DASO's CIFAR-LT protocol.
+
+    Class k = 0..K-1 (class 0 is the head) gets N_k = floor(N_1 gamma^(-k/(K-1)))
+    labeled images (`long_tailed_counts`) and M_k unlabeled ones, M_1 =
+    `num_unlabeled_head`, distributed as:
+
+    - "consistent": M_k = floor(M_1 gamma_u^(-k/(K-1))), gamma_u =
+      `unlabeled_imbalance_ratio`, or gamma when None;
+    - "uniform": M_k = M_1 for every class;
+    - "reversed": the consistent counts in reverse class order (gamma_u = 1/gamma;
+      the tail classes have the most unlabeled images, DASO issue #3).
+
+    `num_unlabeled_head=None` with `unlabeled_distribution=None` makes every image
+    left after the labeled split unlabeled; those counts follow the data set, not
+    a distribution, so None for one of the two needs None for the other.
+    Images are drawn per class with `seed` (`labeled_unlabeled_split`).
+
+    Args:
+        labels: 1-D int array of class ids 0..K-1.
+        num_labeled_head: N_1, labeled images of class 0.
+        imbalance_ratio: gamma = N_1 / N_K >= 1.
+        num_unlabeled_head: M_1 (DASO: 4000 with N_1 = 500, 3000 with N_1 = 1500),
+            or None for every remaining image.
+        unlabeled_distribution: "consistent", "uniform", "reversed", or None (with
+            `num_unlabeled_head=None`).
+        unlabeled_imbalance_ratio: gamma_u >= 1 for "consistent" / "reversed";
+            None uses gamma.
+        num_classes: K; None takes max(labels) + 1.
+        seed: integer seed; the same seed gives the same split.
+
+    Returns:
+        (labeled_idx, unlabeled_idx): disjoint sorted int64 arrays of indices into
+        `labels`.
+
+    Raises:
+        ValueError: an unknown distribution, gamma or gamma_u below 1, a class with
+            no labeled image after the floor, a class with fewer images than it
+            needs (naming the class and both counts), or a None mismatch.
+
+    Example:
+    >>> y = np.repeat(np.arange(3), 100)
+    >>> lab, unl = long_tailed_semi_supervised_split(y, 20, 10, 50, "reversed")
+    >>> np.bincount(y[lab]).tolist(), np.bincount(y[unl]).tolist()
+    ([20, 6, 2], [5, 15, 50])
+    """
+    labels = _as_labels(labels)
+    if unlabeled_distribution is not None and (
+            unlabeled_distribution not in UNLABELED_DISTRIBUTIONS):
+        raise ValueError(
+            f"unlabeled_distribution must be one of {UNLABELED_DISTRIBUTIONS} (or None "
+            f"with num_unlabeled_head=None), got {unlabeled_distribution!r}.")
+    for name, gamma in (("imbalance_ratio", imbalance_ratio),
+                        ("unlabeled_imbalance_ratio", unlabeled_imbalance_ratio)):
+        if gamma is not None and not gamma >= 1:
+            raise ValueError(
+                f"{name} (gamma) must be >= 1, got {gamma}: it is the head-to-tail ratio "
+                f"N_1 / N_K; for more unlabeled tail images use "
+                f"unlabeled_distribution='reversed'.")
+    if (num_unlabeled_head is None) != (unlabeled_distribution is None):
+        raise ValueError(
+            "num_unlabeled_head=None (every image left after the labeled split) follows "
+            "the data set, not a distribution: pass it with unlabeled_distribution=None, "
+            "or give num_unlabeled_head (M_1, e.g. 4000 for DASO's CIFAR-10-LT) with "
+            f"a distribution; got num_unlabeled_head={num_unlabeled_head!r}, "
+            f"unlabeled_distribution={unlabeled_distribution!r}.")
+    if unlabeled_imbalance_ratio is not None and unlabeled_distribution not in (
+            "consistent", "reversed"):
+        raise ValueError(
+            f"unlabeled_imbalance_ratio applies to 'consistent' and 'reversed' only, not "
+            f"to unlabeled_distribution={unlabeled_distribution!r}.")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    n_lab = long_tailed_counts(num_labeled_head, imbalance_ratio, num_classes)
+    if 0 in n_lab:
+        k = n_lab.index(0)
+        raise ValueError(
+            f"class {k} gets 0 labeled images (N_1={num_labeled_head}, "
+            f"gamma={imbalance_ratio}, {num_classes} classes): a class with no labeled "
+            f"samples cannot be learned; raise num_labeled_head or lower "
+            f"imbalance_ratio.")
+    n_unl = None
+    if unlabeled_distribution == "uniform":
+        n_unl = [int(num_unlabeled_head)] * num_classes
+    elif unlabeled_distribution is not None:
+        gamma_u = imbalance_ratio if unlabeled_imbalance_ratio is None else (
+            unlabeled_imbalance_ratio)
+        n_unl = long_tailed_counts(num_unlabeled_head, gamma_u, num_classes)
+        if unlabeled_distribution == "reversed":
+            n_unl = n_unl[::-1]
+    return labeled_unlabeled_split(labels, n_lab, n_unl, seed=seed)

@@ -19,8 +19,9 @@ from ssl_zoo.data.ops import (
 from ssl_zoo.data.registry import Registry
 from ssl_zoo.data.seeds import split_seed
 
-__all__ = ["VIEWS", "register_view", "get_view", "list_views", "view_emits_labels",
-           "weak_view", "strong_view", "supcon_view"]
+__all__ = ["VIEWS", "STRONG_FLAVOURS", "STRONG_FLAVOUR_FACTOR", "register_view", "get_view",
+           "list_views", "view_emits_labels", "weak_view", "strong_view", "supcon_view",
+           "strong_daso_view", "strong_fixmatch_view", "strong_usb_view"]
 
 _VIEWS = Registry("view", hint="Or pass a function f(images, seed) -> images.")
 
@@ -160,8 +161,13 @@ def weak_view(image, seed=None, pad=4):
 
 
 @register_view("strong")
-def strong_view(image, seed=None, pad=4, num_ops=2, factor=0.5, cutout_size=0.5):
+def strong_view(image, seed=None, pad=4, num_ops=2, factor=0.5, cutout_size=0.5,
+                apply_prob=1.0, cutout_random_size=False):
     """FixMatch strong view: weak view + Keras RandAugment (0..255) + Cutout.
+
+    The registered "strong" view uses the defaults; the flavours of the FixMatch and
+    DASO codebases ("strong_daso", "strong_fixmatch", "strong_usb") are this view
+    with other arguments.
 
     Args:
         image: (H, W, 3) or (B, H, W, 3), 0..255 scale.
@@ -169,7 +175,11 @@ def strong_view(image, seed=None, pad=4, num_ops=2, factor=0.5, cutout_size=0.5)
         pad: weak-view padding.
         num_ops: RandAugment operations per image.
         factor: RandAugment strength (Keras `factor`).
-        cutout_size: Cutout square side as a fraction of the image side (0 disables).
+        cutout_size: Cutout square side as a fraction of the image side (0 disables);
+            the largest fraction when `cutout_random_size`.
+        apply_prob: probability that each RandAugment operation is applied.
+        cutout_random_size: draw the Cutout side per image, uniformly up to
+            `cutout_size`.
 
     Returns:
         float32 tensor of the same shape, 0..255.
@@ -179,8 +189,11 @@ def strong_view(image, seed=None, pad=4, num_ops=2, factor=0.5, cutout_size=0.5)
     TensorShape([2, 32, 32, 3])
     """
     s = split_seed(seed, 3)
-    x = rand_augment(weak_view(image, s[0], pad=pad), s[1], num_ops=num_ops, factor=factor)
-    return cutout(x, s[2], size=cutout_size) if cutout_size > 0 else x
+    x = rand_augment(weak_view(image, s[0], pad=pad), s[1], num_ops=num_ops, factor=factor,
+                     apply_prob=apply_prob)
+    if cutout_size <= 0:
+        return x
+    return cutout(x, s[2], size=cutout_size, random_size=cutout_random_size)
 
 
 @register_view("supcon")
@@ -207,6 +220,76 @@ def supcon_view(image, seed=None, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1),
     x = random_flip(random_resized_crop(image, s[0], scale=scale), s[1])
     x = color_jitter(x, s[2], *jitter, p=jitter_p)
     return random_grayscale(x, s[3], p=grayscale_p)
+
+
+#: Keras RandAugment `factor` of the flavoured strong views. Keras' sub-layers read
+#: one factor f as the one-sided range (0, f) of each operation's own unit: rotation
+#: by up to f x 360 degrees, shear and translation by up to f (of the side),
+#: brightness by up to f x 255 added, and posterization to randint(1, int(8 f)) bits
+#: (1 bit for f < 0.375). FixMatch's PIL pool instead rotates by up to +-30 degrees,
+#: shears and translates by up to +-0.3 and posterizes to 4..8 bits, so no single f
+#: reproduces it: f = 0.3 matches the shear and translation ranges, rotates by up to
+#: 108 degrees (3.6x FixMatch's) and posterizes to 1 bit. It is a moderate middle,
+#: used for all three flavours so that they differ only where their codebases
+#: differ: op count, apply probability and Cutout.
+STRONG_FLAVOUR_FACTOR = 0.3
+
+
+_FLAVOUR_DOC = """{summary}
+
+    Same as `strong_view(image, seed, factor=factor, {settings})`.
+
+    Args:
+        image: (H, W, 3) or (B, H, W, 3), 0..255 scale.
+        seed: None, an int, or a shape-[2] int tensor.
+        factor: Keras RandAugment strength (see `STRONG_FLAVOUR_FACTOR`).
+
+    Returns:
+        float32 tensor of the same shape, 0..255.
+
+    Example:
+    >>> {fn}(tf.zeros([2, 32, 32, 3], tf.uint8), seed=0).shape
+    TensorShape([2, 32, 32, 3])
+    """
+
+
+def _strong_flavour(name, summary, **settings):
+    """Register `strong_view` with the fixed `settings` of one codebase as `name`."""
+
+    def view(image, seed=None, factor=STRONG_FLAVOUR_FACTOR):
+        return strong_view(image, seed, factor=factor, **settings)
+
+    view.__name__ = view.__qualname__ = f"{name}_view"
+    view.__doc__ = _FLAVOUR_DOC.format(
+        summary=summary, fn=view.__name__,
+        settings=", ".join(f"{k}={v}" for k, v in settings.items()))
+    return register_view(name, view)
+
+
+strong_daso_view = _strong_flavour(
+    "strong_daso", num_ops=2, apply_prob=0.5, cutout_size=0.5, summary="""\
+DASO / kekmodel strong view: weak view, 2 RandAugment ops each applied with
+    probability 0.5 (`RandAugmentMC`), then Cutout of half the side (16 px on 32 px).
+
+    A quarter of the images (0.5^2) get no RandAugment operation, only Cutout.
+    Magnitudes are drawn per image by Keras' sub-layers (DASO draws 1..9 of 10).""")
+
+strong_fixmatch_view = _strong_flavour(
+    "strong_fixmatch", num_ops=2, apply_prob=1.0, cutout_size=0.5, summary="""\
+FixMatch (TF) strong view: weak view, 2 RandAugment ops always applied at a
+    random magnitude, then Cutout of half the side.""")
+
+strong_usb_view = _strong_flavour(
+    "strong_usb", num_ops=3, apply_prob=1.0, cutout_size=0.5, cutout_random_size=True,
+    summary="""\
+USB strong view: weak view, 3 RandAugment ops always applied, then Cutout whose
+    side is drawn per image uniformly in [0, 1/2] of the image side.""")
+
+
+#: Strong-view flavour of each codebase -> registered view name (DASO's is the
+#: default for DASO, see DESIGN.md section 3).
+STRONG_FLAVOURS = {"daso": "strong_daso", "fixmatch": "strong_fixmatch",
+                   "usb": "strong_usb"}
 
 
 #: The built-in view names; `list_views()` also lists views registered later.
