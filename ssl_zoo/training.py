@@ -191,7 +191,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         row = {"step": step, **{k: float(v) for k, v in result.items()
                                 if isinstance(v, (int, float))
                                 and not isinstance(v, bool)}}
-        row["per_class_recall"] = result.get("per_class_recall")
+        row["recall_per_class"] = result.get("recall_per_class")
         self.history.append(row)
         if self.path:
             atomic_write_json(self.path, self.history)
@@ -238,7 +238,8 @@ def train_view(cfg, spec):
     return cfg.augment
 
 
-def make_train_stream(spec, train, batch_size, *, view=None, seed=0, **data_kwargs):
+def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
+                      return_labeled=False, **data_kwargs):
     """The endless, shuffled training stream a method declares (`spec.stream`).
 
     Args:
@@ -251,9 +252,12 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0, **data_kwar
             "semi_supervised" see `semi_supervised_split` and `mu` (unlabeled images
             per labeled image), `strong` (the strong view's name) and
             `include_unlabeled_labels` (held-out truth for pseudo-label metrics).
+        return_labeled: also return the labeled training set (for a semi-supervised
+            stream its labeled split, which defines the many/medium/few-shot groups).
 
     Returns:
-        A `tf.data.Dataset` in the structure `spec.model_class` trains on.
+        A `tf.data.Dataset` in the structure `spec.model_class` trains on (and the
+        labeled `ArrayDataset` with `return_labeled=True`).
 
     Example:
     >>> from ssl_zoo.data import load_arrays
@@ -269,15 +273,17 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0, **data_kwar
         if options:
             raise ValueError(f"Unknown data options {sorted(options)} for a labeled "
                              f"stream.")
-        return make_pipeline(train, batch_size, view=view, num_views=spec.num_views,
-                             shuffle=True, seed=seed, drop_remainder=True, repeat=True)
+        ds = make_pipeline(train, batch_size, view=view, num_views=spec.num_views,
+                           shuffle=True, seed=seed, drop_remainder=True, repeat=True)
+        return (ds, train) if return_labeled else ds
     stream = {k: options.pop(k) for k in ("mu", "strong", "include_unlabeled_labels")
               if k in options}
     labeled, unlabeled = semi_supervised_split(train, seed=seed, **options)
-    return make_semi_supervised_pipeline(
+    ds = make_semi_supervised_pipeline(
         labeled, unlabeled, batch_size, mu=stream.get("mu", 7), seed=seed, weak=view,
         strong=stream.get("strong", "strong"),
         include_unlabeled_labels=stream.get("include_unlabeled_labels", False))
+    return (ds, labeled) if return_labeled else ds
 
 
 def semi_supervised_split(train, *, seed=0, labeled_per_class=None, num_labeled_head=None,
@@ -354,8 +360,13 @@ def train_and_evaluate(cfg, log=print):
         f"classes={info.num_classes} image={tuple(train.images.shape[1:])}")
     view = train_view(cfg, spec)
     # One endless shuffled stream; an epoch is `steps` batches, so no epoch runs dry.
-    train_ds = make_train_stream(spec, train, cfg.batch_size, view=view, seed=cfg.seed,
-                                 **cfg.data_kwargs)
+    train_ds, labeled = make_train_stream(spec, train, cfg.batch_size, view=view,
+                                          seed=cfg.seed, return_labeled=True,
+                                          **cfg.data_kwargs)
+    if labeled is not train:
+        counts = np.bincount(labeled.labels, minlength=info.num_classes)
+        log(f"labeled split: {len(labeled)} images, per class {counts.tolist()}; "
+            f"unlabeled: {len(train) - len(labeled)} of the rest or fewer")
     steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
 
     with strategy.scope():
@@ -383,7 +394,7 @@ def train_and_evaluate(cfg, log=print):
     periodic = None
     if cfg.eval_every:
         periodic = PeriodicEvaluation(test, info.num_classes, cfg.eval_every,
-                                      keep=cfg.eval_keep, train=train,
+                                      keep=cfg.eval_keep, train=labeled,
                                       batch_size=cfg.batch_size, log=log,
                                       path=cfg.model_dir and os.path.join(
                                           cfg.model_dir, "evaluations.json"))
@@ -395,7 +406,7 @@ def train_and_evaluate(cfg, log=print):
                         callbacks=callbacks, verbose=verbose, shuffle=False)
     # Read before evaluate(), which resets the model's metrics.
     training_details = getattr(model, "training_details", dict)()
-    metrics, details = evaluate(model, spec, train, test, cfg)
+    metrics, details = evaluate(model, spec, labeled, test, cfg)
     probe = metrics.pop("probe", None)
     details.update(training_details)
     if periodic is not None:

@@ -7,7 +7,6 @@ parity (queues, counts, EMA), fit and export are in the method battery."""
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from harness import assert_close_to_reference, one_batch_dataset, to_numpy
 from ssl_zoo.layers import DASOPseudoLabeler
