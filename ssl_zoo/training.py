@@ -365,8 +365,7 @@ def train_and_evaluate(cfg, log=print):
                                           **cfg.data_kwargs)
     if labeled is not train:
         counts = np.bincount(labeled.labels, minlength=info.num_classes)
-        log(f"labeled split: {len(labeled)} images, per class {counts.tolist()}; "
-            f"unlabeled: {len(train) - len(labeled)} of the rest or fewer")
+        log(f"labeled split: {len(labeled)} images, per class {counts.tolist()}")
     steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
 
     with strategy.scope():
