@@ -28,7 +28,7 @@ class CoupledSGD(keras.optimizers.SGD):
     Example:
     >>> w = keras.Variable([1.0])
     >>> opt = CoupledSGD(learning_rate=0.1, l2=0.5)
-    >>> opt.apply_gradients([(ops.zeros((1,)), w)])
+    >>> _ = opt.apply_gradients([(ops.zeros((1,)), w)])
     >>> round(float(w[0]), 4)   # 1 - 0.1 * 0.5 * 1
     0.95
     """
@@ -61,7 +61,7 @@ def learning_rate_schedule(learning_rate, total_steps, schedule="cosine", warmup
     the SLA recipe) or 'constant' (DASO's recipe).
 
     Example:
-    >>> float(learning_rate_schedule(0.1, 100, "step")(60))
+    >>> round(float(learning_rate_schedule(0.1, 100, "step")(60)), 6)
     0.01
     >>> round(float(learning_rate_schedule(0.1, 100, "cosine", warmup_steps=10)(5)), 4)
     0.05

@@ -1,30 +1,16 @@
 """DASOPseudoLabeler: DASO's distribution-aware blending of linear and semantic
 pseudo-labels (Oh, Kim & Kweon, CVPR 2022), with its momentum prototype queue."""
 
-import numbers
-
 import keras
 from keras import ops
 
 from ssl_zoo import distribute
 from ssl_zoo.layers.feature_queue import ClassFeatureQueue
+from ssl_zoo.utils.checks import check_int, check_number
 
 # A finite, float32-safe logit for classes whose queue is empty (never -inf: its
 # product with a zero target would be NaN).
 _EMPTY_CLASS_LOGIT = -1e9
-
-
-def _number(value, what, low, high=None, low_open=True):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        ok = value > low if low_open else value >= low
-        ok = ok and (high is None or value <= high)
-    if not ok:
-        bound = f"({low}, {high}]" if high is not None else (
-            f"> {low}" if low_open else f">= {low}")
-        raise ValueError(f"DASOPseudoLabeler {what} must be a number {bound}, got "
-                         f"{value!r}.")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
@@ -69,11 +55,11 @@ class DASOPseudoLabeler(keras.layers.Layer):
         interp_alpha: the constant blending weight when `dist_aware=False`.
 
     Example:
-    >>> labeler = DASOPseudoLabeler(num_classes=3, feature_dim=2, warmup_steps=0)
+    >>> labeler = DASOPseudoLabeler(num_classes=3, feature_dim=2, proto_temperature=1.0)
     >>> labeler.enqueue(ops.array([[1.0, 0.0], [0.0, 1.0]]), ops.array([0, 1]))
     >>> q = labeler.semantic_pseudo_labels(ops.array([[2.0, 0.1]]))
     >>> [round(float(v), 3) for v in q[0]]
-    [0.868, 0.132, 0.0]
+    [0.721, 0.279, 0.0]
     """
 
     def __init__(self, num_classes, feature_dim=None, queue_size=256,
@@ -81,30 +67,17 @@ class DASOPseudoLabeler(keras.layers.Layer):
                  warmup_steps=5000, dist_aware=True, interp_alpha=0.5,
                  gather_replicas=True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
-                or num_classes < 1:
-            raise ValueError(f"DASOPseudoLabeler num_classes must be a positive integer, "
-                             f"got {num_classes!r}.")
-        if isinstance(queue_size, bool) or not isinstance(queue_size, numbers.Integral) \
-                or queue_size < 1:
-            raise ValueError(f"DASOPseudoLabeler queue_size must be >= 1, got "
-                             f"{queue_size!r}.")
-        if isinstance(count_window, bool) or not isinstance(count_window, numbers.Integral) \
-                or count_window < 1:
-            raise ValueError(f"DASOPseudoLabeler count_window must be an integer >= 1, "
-                             f"got {count_window!r}.")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) \
-                or warmup_steps < 0:
-            raise ValueError(f"DASOPseudoLabeler warmup_steps must be an integer >= 0, "
-                             f"got {warmup_steps!r}.")
-        self.num_classes = int(num_classes)
-        self.queue_size = int(queue_size)
-        self.proto_temperature = _number(proto_temperature, "proto_temperature", 0)
-        self.dist_temperature = _number(dist_temperature, "dist_temperature", 0)
-        self.count_window = int(count_window)
-        self.warmup_steps = int(warmup_steps)
+        name = "DASOPseudoLabeler"
+        self.num_classes = check_int(num_classes, f"{name} num_classes")
+        self.queue_size = check_int(queue_size, f"{name} queue_size")
+        self.proto_temperature = check_number(proto_temperature,
+                                              f"{name} proto_temperature", 0, low_open=True)
+        self.dist_temperature = check_number(dist_temperature, f"{name} dist_temperature",
+                                             0, low_open=True)
+        self.count_window = check_int(count_window, f"{name} count_window")
+        self.warmup_steps = check_int(warmup_steps, f"{name} warmup_steps", minimum=0)
         self.dist_aware = bool(dist_aware)
-        self.interp_alpha = _number(interp_alpha, "interp_alpha", 0, 1, low_open=False)
+        self.interp_alpha = check_number(interp_alpha, f"{name} interp_alpha", 0, 1)
         self.gather_replicas = bool(gather_replicas)
         self.queue = ClassFeatureQueue(self.num_classes, self.queue_size, feature_dim,
                                        gather_replicas=gather_replicas, name="queue")

@@ -9,13 +9,8 @@ import tensorflow as tf
 from keras import ops
 
 from ssl_zoo import distribute
+from ssl_zoo.utils.checks import check_int
 from ssl_zoo.utils.labels import label_vector
-
-
-def _positive_int(value, what):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"ClassFeatureQueue {what} must be >= 1 (an int), got {value!r}.")
-    return int(value)
 
 
 def fifo_write_rows(labels, pointer, num_classes, queue_size):
@@ -106,10 +101,10 @@ class ClassFeatureQueue(keras.layers.Layer):
     def __init__(self, num_classes, queue_size, feature_dim=None, gather_replicas=True,
                  **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = _positive_int(num_classes, "num_classes")
-        self.queue_size = _positive_int(queue_size, "queue_size")
+        self.num_classes = check_int(num_classes, "ClassFeatureQueue num_classes")
+        self.queue_size = check_int(queue_size, "ClassFeatureQueue queue_size")
         self.feature_dim = (None if feature_dim is None
-                            else _positive_int(feature_dim, "feature_dim"))
+                            else check_int(feature_dim, "ClassFeatureQueue feature_dim"))
         self.gather_replicas = bool(gather_replicas)
         if self.feature_dim is not None:
             self.build((None, self.feature_dim))

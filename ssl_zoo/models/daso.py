@@ -10,6 +10,7 @@ from ssl_zoo.losses.semi import SemanticAlignmentLoss
 from ssl_zoo.models.fixmatch import (SEMI_SUPERVISED_RECIPE, FixMatchModel,
                                      PseudoLabelConfusion)
 from ssl_zoo.models.registry import MethodSpec, register_method
+from ssl_zoo.utils.checks import check_number
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
@@ -49,9 +50,7 @@ class DASOModel(FixMatchModel):
                  warmup_steps=5000, dist_aware=True, interp_alpha=0.5,
                  alignment_weight=1.0, **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
-        if float(alignment_weight) < 0:
-            raise ValueError(f"alignment_weight must be >= 0, got {alignment_weight!r}.")
-        self.alignment_weight = float(alignment_weight)
+        self.alignment_weight = check_number(alignment_weight, "alignment_weight", 0)
         self.labeler = DASOPseudoLabeler(
             self.num_classes, feature_dim=self.feature_dim, queue_size=queue_size,
             proto_temperature=proto_temperature, dist_temperature=dist_temperature,

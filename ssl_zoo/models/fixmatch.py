@@ -8,6 +8,7 @@ from ssl_zoo.layers.ema import EMATeacher
 from ssl_zoo.losses.semi import PseudoLabelCrossEntropy
 from ssl_zoo.models.base import BackboneModel
 from ssl_zoo.models.registry import MethodSpec, register_method
+from ssl_zoo.utils.checks import check_choice, check_number
 
 STREAM_KEYS = ("images", "unlabeled_weak", "unlabeled_strong")
 INFERENCE_MODES = ("ema", "student")
@@ -122,19 +123,12 @@ class FixMatchModel(BackboneModel):
         super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
         if self.num_classes is None:
             raise ValueError(f"{type(self).__name__} needs num_classes.")
-        if isinstance(threshold, bool) or not 0.0 < float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold!r}.")
-        if float(lambda_u) < 0:
-            raise ValueError(f"lambda_u must be >= 0, got {lambda_u!r}.")
-        if inference not in INFERENCE_MODES:
-            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got "
-                             f"{inference!r}.")
-        self.threshold = float(threshold)
-        self.lambda_u = float(lambda_u)
-        self.ema_decay = float(ema_decay)
+        self.threshold = check_number(threshold, "threshold", 0, 1, low_open=True)
+        self.lambda_u = check_number(lambda_u, "lambda_u", 0)
+        self.inference = check_choice(inference, "inference", INFERENCE_MODES)
+        self.ema_decay = check_number(ema_decay, "ema_decay", 0, 1)
         self.ema_warmup = bool(ema_warmup)
         self.ema_statistics = ema_statistics
-        self.inference = inference
         # A Model (not a bare Dense) so that the EMA teacher can clone it.
         self.classifier = keras.Sequential(
             [keras.Input((self.feature_dim,)), keras.layers.Dense(self.num_classes)],
