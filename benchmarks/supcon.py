@@ -54,11 +54,10 @@ PROJECTION_DIM = 128
 
 # ------------------------------------------------------------------ accuracy
 def _optimizer(steps):
-    import keras
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, steps - steps // 10), warmup_target=FLAGS.learning_rate,
-        warmup_steps=steps // 10)
-    return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=FLAGS.weight_decay)
+    from ssl_zoo.optimizers import make_optimizer
+    return make_optimizer(FLAGS.learning_rate, steps, "cosine", momentum=0.9,
+                          nesterov=False, weight_decay=FLAGS.weight_decay,
+                          weight_decay_mode="decoupled", warmup_steps=steps // 10)
 
 
 def train_method(method, train, test):

@@ -55,6 +55,7 @@ def main(_):
     from ssl_zoo.data import make_pipeline
     from ssl_zoo.evaluation import linear_probe
     from ssl_zoo.models.supcon import SimCLRModel, SupConModel
+    from ssl_zoo.optimizers import make_optimizer
     from ssl_zoo.training import parse_jit_compile
 
     if FLAGS.smoke:
@@ -73,13 +74,11 @@ def main(_):
     views = make_pipeline(train, FLAGS.batch_size, view="supcon", num_views=2,
                           seed=FLAGS.seed, drop_remainder=True)
     steps = max(1, FLAGS.epochs * (len(train.labels) // FLAGS.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, steps - steps // 10), warmup_steps=steps // 10,
-        warmup_target=FLAGS.learning_rate)
     jit = parse_jit_compile(FLAGS.jit_compile)
-    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9,
-                                                 weight_decay=FLAGS.weight_decay),
-                  jit_compile=jit)
+    model.compile(optimizer=make_optimizer(
+        FLAGS.learning_rate, steps, "cosine", momentum=0.9, nesterov=False,
+        weight_decay=FLAGS.weight_decay, weight_decay_mode="decoupled",
+        warmup_steps=steps // 10), jit_compile=jit)
     start = time.perf_counter()
     model.fit(views, epochs=FLAGS.epochs, verbose=2)
     print(f"{FLAGS.method} training: {time.perf_counter() - start:.0f} s")

@@ -125,7 +125,7 @@ def check_export(name, tmp_path):
     path = export_model(model, os.path.join(tmp_path, "export"))
     loaded = tf.saved_model.load(path)   # keep a reference: its variables die with it
     out = loaded.serve(tf.constant(images))
-    features = to_numpy(model.features(images.astype("float32"), training=False))
+    features = to_numpy(model.embed(images.astype("float32")))
     assert_close_to_reference(out["features"], features, atol=1e-4, rtol=1e-4,
                               name="exported features")
     if model.has_classifier:

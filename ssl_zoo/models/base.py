@@ -8,6 +8,7 @@ from keras import ops
 from ssl_zoo.backbones import get_backbone
 from ssl_zoo.distribute import unscale_loss
 from ssl_zoo.layers.normalization import CIFAR10_MEAN, CIFAR10_STD, ImageNormalization
+from ssl_zoo.utils.labels import label_vector
 
 
 def _numpy_free_shape(shape):
@@ -17,8 +18,9 @@ def _numpy_free_shape(shape):
 def inference_features(model, images):
     """Inference-mode features (B, D), float32, of any model mapping images to features.
 
-    Uses `model.features(images, training=False)` when the model has it (every
-    ssl_zoo `BackboneModel`: SupConModel, SupervisedModel, SLAModel, ...), else
+    Uses `model.embed(images)` when the model has it (every ssl_zoo
+    `BackboneModel`: the features its inference uses, e.g. the EMA network's for
+    FixMatch/DASO), else `model.features(images, training=False)`, else
     `model(images, training=False)` (a backbone, a plain keras model); extra axes are
     flattened.
 
@@ -35,8 +37,11 @@ def inference_features(model, images):
     >>> tuple(inference_features(model, ops.zeros((2, 16, 16, 3))).shape)
     (2, 16)
     """
+    embed_fn = getattr(model, "embed", None)
     features_fn = getattr(model, "features", None)
-    if callable(features_fn):
+    if callable(embed_fn):
+        features = embed_fn(images)
+    elif callable(features_fn):
         features = features_fn(images, training=False)
     else:
         features = model(images, training=False)
@@ -216,14 +221,7 @@ class BackboneModel(PresetMixin, keras.Model):
         if labels is None:
             raise ValueError(f"{type(self).__name__}.fit/evaluate needs labels: feed "
                              f"(images, labels) pairs.")
-        labels = ops.convert_to_tensor(labels)
-        if len(labels.shape) == 2 and labels.shape[-1] == 1:
-            labels = ops.reshape(labels, (-1,))
-        if len(labels.shape) != 1:
-            raise ValueError(
-                f"Labels must be integer class indices of shape (batch,), got shape "
-                f"{tuple(labels.shape)} (one-hot labels: use argmax first).")
-        labels = ops.cast(labels, "int32")
+        labels = label_vector(labels, None, type(self).__name__)
         checks = []
         if self.num_classes is not None:  # None: labels are ids without a range
             checks += [
@@ -256,6 +254,11 @@ class BackboneModel(PresetMixin, keras.Model):
     def features(self, images, training=False):
         """Backbone features (B, D) of raw 0..255 images."""
         return self.backbone(self.normalizer(images), training=training)
+
+    def embed(self, images):
+        """Inference-mode features (B, D) of the network `call` uses (for export,
+        linear probes, kNN); the backbone's unless a method says otherwise."""
+        return self.features(images, training=False)
 
     # ------------------------------------------------------ the method's contract
     def forward(self, batch, training):

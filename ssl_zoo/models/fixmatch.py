@@ -162,6 +162,11 @@ class FixMatchModel(BackboneModel):
         """Features of the EMA backbone (inference mode, no gradient)."""
         return self.ema_backbone(self.normalizer(images))
 
+    def embed(self, images):
+        if self.inference == "student":
+            return self.features(images, training=False)
+        return self.ema_features(images)
+
     def call(self, images, training=False):
         images = self.check_images(images)
         if self.inference == "student":
