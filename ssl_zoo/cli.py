@@ -46,12 +46,15 @@ flags.DEFINE_enum("weight_decay_mode", None, ["coupled", "decoupled"],
 flags.DEFINE_enum("schedule", None, ["cosine", "step", "constant"],
                   "LR schedule (default: the method's recipe, else cosine).")
 flags.DEFINE_integer("eval_every", None, "Evaluate on the test split every N training "
-                     "steps and report the median of the last 20 evaluations and the "
-                     "best (the DASO / USB protocols).")
+                     "steps and report the median of the last --eval_keep evaluations "
+                     "and the best (the DASO / USB protocols).")
+flags.DEFINE_integer("eval_keep", 20, "Evaluations in the median of --eval_every.")
 flags.DEFINE_string("augment", "auto", "Training view: auto|none|weak|strong|supcon.")
 flags.DEFINE_string("method_kwargs", None,
                     "The method's constructor arguments as JSON, or the path of a .json "
                     "file, e.g. '{\"transforms\": \"rotation_color\"}' for SLA.")
+flags.DEFINE_string("transforms", None, "Shorthand for --method_kwargs' transforms "
+                    "(SLA/DA/MT): rotation, color_permutation, rotation_color.")
 flags.DEFINE_string("data_kwargs", None,
                     "Training-stream options as JSON or a .json path, e.g. "
                     "'{\"mu\": 2}' for semi-supervised methods.")
@@ -104,8 +107,15 @@ def _config():
         schedule=FLAGS.schedule, augment=FLAGS.augment, eval_every=FLAGS.eval_every,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
         strategy=FLAGS.strategy, model_dir=FLAGS.model_dir, cache_dir=FLAGS.cache_dir,
-        seed=FLAGS.seed, method_kwargs=_json_flag("method_kwargs"),
-        data_kwargs=_json_flag("data_kwargs"))
+        seed=FLAGS.seed, method_kwargs=_method_kwargs(),
+        data_kwargs=_json_flag("data_kwargs"), eval_keep=FLAGS.eval_keep)
+
+
+def _method_kwargs():
+    kwargs = _json_flag("method_kwargs")
+    if FLAGS.transforms:
+        kwargs.setdefault("transforms", FLAGS.transforms)
+    return kwargs
 
 
 def cmd_train():
@@ -149,8 +159,10 @@ def cmd_evaluate():
     if spec.evaluation == "direct" and test.info.num_classes != model.num_classes:
         raise app.UsageError(f"The model has {model.num_classes} classes but "
                              f"{FLAGS.dataset} has {test.info.num_classes}.")
+    # Direct evaluation reads no training data: the many/medium/few-shot groups (which
+    # need the labeled split's counts) are in the training run's metrics.json instead.
     train = (load_arrays(FLAGS.dataset, split=FLAGS.train_split, **kw)
-             if spec.evaluation != "direct" else test)
+             if spec.evaluation != "direct" else None)
     metrics, _ = evaluate(model, spec, train, test, _config())
     metrics.pop("probe", None)
     print(format_metrics(metrics))

@@ -324,11 +324,15 @@ def semi_supervised_split(train, *, seed=0, labeled_per_class=None, num_labeled_
 
 
 def build_model(cfg, info, spec=None, sync_batchnorm=False):
-    """Builds the method's model for a data set described by `info` (DatasetInfo)."""
+    """Builds the method's model for a data set described by `info` (DatasetInfo).
+
+    `cfg.method_kwargs` win over the run's settings (e.g. `{"sync_batchnorm":
+    false}` keeps per-replica batch norm under a mirrored strategy).
+    """
     spec = spec or get_method(cfg.method)
-    return spec.build(backbone=cfg.backbone, num_classes=info.num_classes,
-                      width=cfg.width, mean=info.mean, std=info.std,
-                      sync_batchnorm=sync_batchnorm, **cfg.method_kwargs)
+    kwargs = dict(backbone=cfg.backbone, num_classes=info.num_classes, width=cfg.width,
+                  mean=info.mean, std=info.std, sync_batchnorm=sync_batchnorm)
+    return spec.build(**{**kwargs, **cfg.method_kwargs})
 
 
 def train_and_evaluate(cfg, log=print):
@@ -391,6 +395,9 @@ def train_and_evaluate(cfg, log=print):
         f"for {cfg.epochs} epochs x {steps} steps, batch {cfg.batch_size}, "
         f"{replicas} replica(s), view={view}")
     periodic = None
+    if cfg.eval_every and (spec.evaluation != "direct" or not model.has_classifier):
+        raise ValueError(f"eval_every scores the model's own predictions; {cfg.method} "
+                         f"is evaluated by {spec.evaluation!r}: drop eval_every.")
     if cfg.eval_every:
         periodic = PeriodicEvaluation(test, info.num_classes, cfg.eval_every,
                                       keep=cfg.eval_keep, train=labeled,
@@ -435,6 +442,10 @@ def evaluate(model, spec, train, test, cfg):
     recall, many/medium/few-shot accuracy). Other protocols run the evaluator of that
     name and prefix its metrics with it ("linear_probe_accuracy", "knn_accuracy").
 
+    `train` is the labeled training data (for a linear probe's training and the
+    many/medium/few-shot groups); None for "direct" leaves the groups out. A model
+    that was never compiled (e.g. a reloaded `LinearProbe`) skips `model.evaluate`.
+
     Returns:
         (metrics, details): metrics a flat dict of floats (plus "probe", the trained
         `LinearProbe`, for the linear-probe protocol); details the non-scalar results
@@ -444,11 +455,11 @@ def evaluate(model, spec, train, test, cfg):
     from ssl_zoo.evaluation import evaluate as run_evaluator
     metrics, details = {}, {}
     prefix = "" if spec.evaluation == "direct" else f"{spec.evaluation}_"
-    if spec.evaluation == "direct":
+    if spec.evaluation == "direct" and model.compiled:
         test_ds = make_pipeline(test, cfg.batch_size, view="none", shuffle=False)
         metrics.update({k: float(v) for k, v in
                         model.evaluate(test_ds, return_dict=True, verbose=0).items()})
-    result = run_evaluator(spec.evaluation, model, train, test, train.info.num_classes,
+    result = run_evaluator(spec.evaluation, model, train, test, test.info.num_classes,
                            batch_size=cfg.batch_size)
     for key, value in result.items():
         if key == "probe":

@@ -21,8 +21,8 @@ class EMATeacher(keras.layers.Layer):
 
     for the student's trainable weights and, with `statistics="average"`, for its
     non-trainable float weights (batch-norm moving mean/variance) too, as FixMatch's
-    TensorFlow code averages all variables; `statistics="copy"` copies those instead,
-    as the PyTorch `ModelEMA` of kekmodel/FixMatch and DASO copies buffers. Non-float
+    TensorFlow code and the DASO code's `EMAModel` average them; `statistics="copy"`
+    copies those instead, as the PyTorch `ModelEMA` of kekmodel/FixMatch does. Non-float
     weights (counters) are always copied. Keras' optimizer `use_ema` averages trainable
     weights only, so it cannot keep an EMA model's batch-norm statistics: that is what
     this layer is for.

@@ -147,6 +147,8 @@ class BackboneModel(PresetMixin, keras.Model):
 
     # ----------------------------------------------------------------- building
     def build(self, input_shape):
+        if isinstance(input_shape, dict):   # a two-stream batch: build for its images
+            input_shape = input_shape["images"]
         input_shape = _numpy_free_shape(input_shape)
         self.check_image_shape(input_shape)
         self.normalizer.build(input_shape)
@@ -254,6 +256,12 @@ class BackboneModel(PresetMixin, keras.Model):
     def features(self, images, training=False):
         """Backbone features (B, D) of raw 0..255 images."""
         return self.backbone(self.normalizer(images), training=training)
+
+    def reset_compiled_functions(self):
+        """Drops the traced predict/test functions (after a Python-level setting that
+        `call` reads, such as an inference mode, changes)."""
+        self.predict_function = None
+        self.test_function = None
 
     def embed(self, images):
         """Inference-mode features (B, D) of the network `call` uses (for export,

@@ -125,7 +125,7 @@ class FixMatchModel(BackboneModel):
             raise ValueError(f"{type(self).__name__} needs num_classes.")
         self.threshold = check_number(threshold, "threshold", 0, 1, low_open=True)
         self.lambda_u = check_number(lambda_u, "lambda_u", 0)
-        self.inference = check_choice(inference, "inference", INFERENCE_MODES)
+        self._inference = self._check_mode(inference)
         self.ema_decay = check_number(ema_decay, "ema_decay", 0, 1)
         self.ema_warmup = bool(ema_warmup)
         self.ema_statistics = ema_statistics
@@ -167,9 +167,25 @@ class FixMatchModel(BackboneModel):
             return self.features(images, training=False)
         return self.ema_features(images)
 
-    def call(self, images, training=False):
+    @property
+    def inference(self):
+        """"ema" or "student": the network `call`, `predict`, `evaluate` and export use."""
+        return self._inference
+
+    @inference.setter
+    def inference(self, mode):
+        self._inference = self._check_mode(mode)
+        self.reset_compiled_functions()
+
+    def _check_mode(self, mode):
+        return check_choice(mode, "inference", INFERENCE_MODES)
+
+    def call(self, images, training=False, inference=None):
+        if isinstance(images, dict):   # the training stream's inputs: use its images
+            images = images["images"]
         images = self.check_images(images)
-        if self.inference == "student":
+        mode = self.inference if inference is None else self._check_mode(inference)
+        if mode == "student":
             return self.classify(self.features(images, training))
         return ops.cast(self.ema_classifier(self.ema_features(images)), "float32")
 

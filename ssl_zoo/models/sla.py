@@ -90,7 +90,7 @@ class SLAModel(TransformationModel):
         self.self_distill = bool(self_distill)
         if inference is None:
             inference = "self_distill" if self.self_distill else "aggregated"
-        self.inference = self._check_mode(inference)
+        self._inference = self._check_mode(inference)
         n, m = self.num_classes, self.num_transforms
         self.joint_head = JointLabelHead(n, m, name="joint_head")
         self.aggregate = AggregatedInference(n, m, name="aggregate")
@@ -106,6 +106,16 @@ class SLAModel(TransformationModel):
         if self.self_distill:
             self.distill_accuracy = keras.metrics.SparseCategoricalAccuracy(
                 name="self_distill_accuracy")
+
+    @property
+    def inference(self):
+        """The default inference mode of `call` / `predict` / `evaluate` / export."""
+        return self._inference
+
+    @inference.setter
+    def inference(self, mode):
+        self._inference = self._check_mode(mode)
+        self.reset_compiled_functions()
 
     def _check_mode(self, mode):
         if mode not in INFERENCE_MODES:
