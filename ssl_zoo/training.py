@@ -207,7 +207,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         out = {"evaluations": float(len(self.history))}
         last = self.history[-self.keep:]
         for key, value in self.history[0].items():
-            if key == "step" or not isinstance(value, float):
+            if key == "step" or key.endswith("_classes") or not isinstance(value, float):
                 continue
             values = [row[key] for row in last if row.get(key) is not None]
             if values:
@@ -464,7 +464,8 @@ def evaluate(model, spec, train, test, cfg):
     for key, value in result.items():
         if key == "probe":
             metrics["probe"] = value
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and not key.endswith("_classes"):   # group sizes are details
             metrics.setdefault(prefix + key, float(value))
         else:
             details[prefix + key] = value

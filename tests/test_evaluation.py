@@ -281,7 +281,7 @@ def assert_finite_metrics(metrics):
     for key, value in metrics.items():
         if key == "probe":   # the linear probe's trained LinearProbe
             from ssl_zoo.models import LinearProbe
-            assert isinstance(value, LinearProbe) and value.built
+            assert isinstance(value, LinearProbe)
             continue
         if isinstance(value, list):
             flat = np.ravel(np.array(value, dtype=object))
