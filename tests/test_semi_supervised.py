@@ -296,3 +296,11 @@ def test_bad_streams_are_named(x_fn, match):
 def test_bad_model_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DASOModel(num_classes=K, **{**TINY, **kwargs})
+
+
+def test_a_labeler_for_another_number_of_classes_is_refused():
+    with pytest.raises(ValueError, match="num_classes=4.*num_classes=3"):
+        DASOModel(num_classes=K, labeler=DASOPseudoLabeler(num_classes=4), **TINY)
+    labeler = DASOPseudoLabeler(num_classes=K, queue_size=7)
+    model = DASOModel(num_classes=K, labeler=labeler, **TINY)
+    assert model.labeler is labeler and model.get_config()["queue_size"] == 7

@@ -37,6 +37,9 @@ class DASOModel(FixMatchModel):
             dist_aware, interp_alpha: as `DASOPseudoLabeler` (DASO: 256, 0.05, 1.5 for
             CIFAR-10 with matching labeled/unlabeled imbalance else 0.3, 100, 5000).
         alignment_weight: weight of the semantic alignment loss (1).
+        labeler: a ready `DASOPseudoLabeler` to use instead of one built from the
+            arguments above (its num_classes and feature_dim must match the model's;
+            its settings are what `get_config` records).
         **kwargs: `BackboneModel` arguments.
 
     Example:
@@ -48,14 +51,26 @@ class DASOModel(FixMatchModel):
     def __init__(self, backbone="wrn28_2", num_classes=10, queue_size=256,
                  proto_temperature=0.05, dist_temperature=1.5, count_window=100,
                  warmup_steps=5000, dist_aware=True, interp_alpha=0.5,
-                 alignment_weight=1.0, **kwargs):
+                 alignment_weight=1.0, labeler=None, **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
         self.alignment_weight = check_number(alignment_weight, "alignment_weight", 0)
-        self.labeler = DASOPseudoLabeler(
-            self.num_classes, feature_dim=self.feature_dim, queue_size=queue_size,
-            proto_temperature=proto_temperature, dist_temperature=dist_temperature,
-            count_window=count_window, warmup_steps=warmup_steps, dist_aware=dist_aware,
-            interp_alpha=interp_alpha, name="labeler")
+        if labeler is None:
+            labeler = DASOPseudoLabeler(
+                self.num_classes, feature_dim=self.feature_dim, queue_size=queue_size,
+                proto_temperature=proto_temperature, dist_temperature=dist_temperature,
+                count_window=count_window, warmup_steps=warmup_steps,
+                dist_aware=dist_aware, interp_alpha=interp_alpha, name="labeler")
+        elif not isinstance(labeler, DASOPseudoLabeler):
+            raise ValueError(f"DASOModel labeler must be a DASOPseudoLabeler, got "
+                             f"{type(labeler).__name__}.")
+        elif labeler.num_classes != self.num_classes or (
+                labeler.feature_dim not in (None, self.feature_dim)):
+            raise ValueError(
+                f"DASOModel: the labeler has num_classes={labeler.num_classes} and "
+                f"feature_dim={labeler.feature_dim}, the model num_classes="
+                f"{self.num_classes} and backbone features of dimension "
+                f"{self.feature_dim}; they must match.")
+        self.labeler = labeler
         self.alignment_loss = SemanticAlignmentLoss()
         self.track_losses("alignment_loss")
         self.semantic_label_confusion = PseudoLabelConfusion(
