@@ -23,6 +23,7 @@ assigns a value in replica context:
 
 import contextlib
 
+import keras  # noqa: F401  (used by the doctest examples)
 import tensorflow as tf
 from keras import ops
 
