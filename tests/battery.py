@@ -148,6 +148,22 @@ CHECKS = {
 }
 
 
+# A registered name that only changes constructor defaults of a class another name
+# already covers (sla_no_sd = SLAModel(self_distill=False)) gets these checks: the
+# ones its defaults can change. The rest are the same code path as its sibling's.
+VARIANT_CHECKS = ("saving", "fit_reduces_loss", "export")
+
+
+def checks_for(name):
+    """The battery checks of a registered method (see VARIANT_CHECKS)."""
+    from ssl_zoo.models import METHODS
+    spec = METHODS[name]
+    has_sibling = bool(spec.defaults) and any(
+        other.model_class is spec.model_class and not other.defaults
+        for other in METHODS.values())
+    return VARIANT_CHECKS if has_sibling else tuple(CHECKS)
+
+
 def run_battery(name, tmp_path, checks=None):
     """Runs `checks` (default: all) for the registered method `name`."""
     for check in checks or CHECKS:

@@ -132,6 +132,17 @@ def test_cli_linear_probe_of_a_supcon_model(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     top1 = float(r.stdout.split("linear_probe_accuracy")[1].split()[0])
     assert 0.1 < top1 <= 1.0  # 10 digit classes: above chance after a probe
+    # Defect: the probe run by `train --method=supcon` froze the model in place, so
+    # model.keras reloaded frozen and a later fit failed ("not enough values to unpack").
+    from ssl_zoo.data import load_arrays
+    from ssl_zoo.models import get_method
+    from ssl_zoo.training import make_train_stream
+    model = keras.models.load_model(model_dir / "model.keras")
+    assert model.trainable and all(layer.trainable for layer in model._flatten_layers())
+    stream = make_train_stream(get_method("supcon"), load_arrays("digits", "test"), 16)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    history = model.fit(stream, steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
 
 
 def test_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
@@ -152,25 +163,6 @@ def test_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "fresh").exists()
     assert sorted(os.listdir(tmp_path / "out")) == before   # old export untouched
     assert sorted(os.listdir(tmp_path)) == ["out"]          # no temporary leftovers
-
-
-def test_cli_supcon_model_reloads_trainable(tmp_path):
-    """Defect: the linear probe run by `train --method=supcon` froze the model in
-    place, so model.keras reloaded frozen and a later fit failed."""
-    from ssl_zoo.models import get_method
-    from ssl_zoo.training import make_train_stream
-    out = train_and_evaluate(TrainConfig(
-        method="supcon", dataset="digits", width=0.125, epochs=1, steps_per_epoch=2,
-        batch_size=16, model_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"),
-        max_train_examples=64, max_test_examples=32, verbose=0), log=lambda *_: None)
-    assert "linear_probe_accuracy" in out["metrics"]
-    model = keras.models.load_model(tmp_path / "model.keras")
-    assert model.trainable and all(layer.trainable for layer in model._flatten_layers())
-    from ssl_zoo.data import load_arrays
-    stream = make_train_stream(get_method("supcon"), load_arrays("digits", "test"), 16)
-    model.compile(optimizer=keras.optimizers.SGD(0.01))
-    history = model.fit(stream, steps_per_epoch=2, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
 
 
 def test_export_of_contrastive_models_and_probes(tmp_path):
