@@ -89,6 +89,30 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "daso.json"),
     fig.savefig(os.path.join(out_dir, "daso_curves.png"), dpi=110)
     plt.close(fig)
     print(f"wrote {out_dir}/daso_*.png")
+    print(markdown_table(runs))
+
+
+def markdown_table(runs, keep=None):
+    """The docs table of benchmarks/results/daso.json (percentages)."""
+    lines = ["| unlabeled | method | accuracy (median) | balanced acc. (median) | "
+             "many / medium / few-shot (median) | tail recall, classes 7–9 (median) | "
+             "accuracy (best) | balanced acc. (best) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for setting in ("consistent", "uniform", "reversed"):
+        for method in ("fixmatch", "daso"):
+            r = runs.get(f"{method}_{setting}")
+            if r is None:
+                continue
+            med = next(k for k in r if k.startswith("median") and k.endswith("_accuracy")
+                       and k.count("_") == 1).split("_")[0]
+            p = lambda k: f"{100 * r[k]:.1f}"  # noqa: E731
+            lines.append(
+                f"| {setting} | {method} | {p(med + '_accuracy')} | "
+                f"{p(med + '_balanced_accuracy')} | {p(med + '_many_shot_accuracy')} / "
+                f"{p(med + '_medium_shot_accuracy')} / {p(med + '_few_shot_accuracy')} | "
+                f"{p('median_tail_recall')} | {p('best_accuracy')} | "
+                f"{p('best_balanced_accuracy')} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
