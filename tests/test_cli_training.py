@@ -121,6 +121,7 @@ def test_export_reloads_without_ssl_zoo(tmp_path):
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 
+@pytest.mark.slow   # ~1 min of subprocesses; defect 1 is also guarded in test_linear_probe.py
 def test_cli_linear_probe_of_a_supcon_model(tmp_path):
     model_dir = tmp_path / "supcon"
     common = [f"--cache_dir={tmp_path / 'cache'}", "--width=0.125", "--batch_size=32"]

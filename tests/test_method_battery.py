@@ -21,8 +21,22 @@ def test_the_registry_holds_the_shipped_methods():
         REGISTERED)
 
 
-@pytest.mark.parametrize("name, check", [
-    (name, check) for name in REGISTERED for check in battery.checks_for(name)])
+# The default suite runs the costly checks (XLA compiles, two-replica parity, mixed
+# precision) on one method per batch structure: labeled images (sla), views (supcon),
+# labeled + unlabeled streams (daso); the other methods get them under `-m slow`.
+FULL_BATTERY = {"sla", "supcon", "daso"}
+COSTLY_CHECKS = {"xla", "replica_parity", "mixed_precision"}
+
+
+def _battery_params():
+    for name in REGISTERED:
+        for check in battery.checks_for(name):
+            slow = check in COSTLY_CHECKS and name not in FULL_BATTERY
+            yield pytest.param(name, check, marks=[pytest.mark.slow] if slow else [],
+                               id=f"{name}-{check}")
+
+
+@pytest.mark.parametrize("name, check", list(_battery_params()))
 def test_battery(name, check, tmp_path):
     battery.run_battery(name, tmp_path, checks=[check])
 
