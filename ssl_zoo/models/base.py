@@ -394,6 +394,22 @@ def _total(losses):
     return total
 
 
+class InferenceModeMixin:
+    """An `inference` setting read by `call` (SLA's single/aggregated/self_distill,
+    FixMatch's ema/student): validated by the class' `_check_mode`, and setting it
+    drops the traced predict/test functions so the new mode takes effect."""
+
+    @property
+    def inference(self):
+        """The default inference mode of `call` / `predict` / `evaluate` / export."""
+        return self._inference
+
+    @inference.setter
+    def inference(self, mode):
+        self._inference = self._check_mode(mode)
+        self.reset_compiled_functions()
+
+
 class LinearClassifierMixin:
     """An N-way linear classifier on the backbone features (one-pass inference).
 

@@ -6,7 +6,7 @@ from keras import ops
 
 from ssl_zoo.layers.ema import EMATeacher
 from ssl_zoo.losses.semi import PseudoLabelCrossEntropy
-from ssl_zoo.models.base import BackboneModel
+from ssl_zoo.models.base import BackboneModel, InferenceModeMixin
 from ssl_zoo.models.registry import MethodSpec, register_method
 from ssl_zoo.utils.checks import check_choice, check_number
 
@@ -78,7 +78,7 @@ def per_class_precision_recall(matrix):
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
-class FixMatchModel(BackboneModel):
+class FixMatchModel(InferenceModeMixin, BackboneModel):
     """FixMatch: a labeled CE plus a confidence-masked pseudo-label CE on strong views.
 
     One step takes a labeled batch (B images, labels) and an unlabeled batch of mu*B
@@ -166,16 +166,6 @@ class FixMatchModel(BackboneModel):
         if self.inference == "student":
             return self.features(images, training=False)
         return self.ema_features(images)
-
-    @property
-    def inference(self):
-        """"ema" or "student": the network `call`, `predict`, `evaluate` and export use."""
-        return self._inference
-
-    @inference.setter
-    def inference(self, mode):
-        self._inference = self._check_mode(mode)
-        self.reset_compiled_functions()
 
     def _check_mode(self, mode):
         return check_choice(mode, "inference", INFERENCE_MODES)

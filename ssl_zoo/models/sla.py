@@ -14,7 +14,8 @@ from ssl_zoo.layers.heads import (AggregatedInference, JointLabelHead, SelfDisti
                                   single_logits)
 from ssl_zoo.layers.transforms import InputTransformations
 from ssl_zoo.losses.self_distill import SelfDistillationLoss
-from ssl_zoo.models.base import BackboneModel, LinearClassifierMixin
+from ssl_zoo.models.base import (BackboneModel, InferenceModeMixin,
+                                 LinearClassifierMixin)
 from ssl_zoo.models.registry import MethodSpec, register_method
 
 INFERENCE_MODES = ("single", "aggregated", "self_distill")
@@ -47,7 +48,7 @@ class TransformationModel(BackboneModel):
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
-class SLAModel(TransformationModel):
+class SLAModel(InferenceModeMixin, TransformationModel):
     """SLA: joint (class x transformation) classifier with aggregation and self-distillation.
 
     Training minimises CE over the N*M joint labels of the B*M transformed images
@@ -106,16 +107,6 @@ class SLAModel(TransformationModel):
         if self.self_distill:
             self.distill_accuracy = keras.metrics.SparseCategoricalAccuracy(
                 name="self_distill_accuracy")
-
-    @property
-    def inference(self):
-        """The default inference mode of `call` / `predict` / `evaluate` / export."""
-        return self._inference
-
-    @inference.setter
-    def inference(self, mode):
-        self._inference = self._check_mode(mode)
-        self.reset_compiled_functions()
 
     def _check_mode(self, mode):
         if mode not in INFERENCE_MODES:
