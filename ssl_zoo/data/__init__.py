@@ -44,6 +44,14 @@ from ssl_zoo.data.pipelines import (
     make_semi_supervised_pipeline,
     make_unlabeled_pipeline,
 )
+from ssl_zoo.data.jigsaw import (
+    PermutationSet,
+    hamming_permutations,
+    jigsaw_puzzles,
+    make_puzzle_view,
+    reassemble,
+    standardize_tiles,
+)
 from ssl_zoo.data.splits import (
     labeled_unlabeled_split,
     long_tailed_counts,
@@ -82,4 +90,6 @@ __all__ = [
     "make_pipeline", "make_unlabeled_pipeline", "make_semi_supervised_pipeline",
     "long_tailed_counts", "long_tailed_indices", "labeled_unlabeled_split",
     "long_tailed_semi_supervised_split",
+    "PermutationSet", "hamming_permutations", "jigsaw_puzzles", "make_puzzle_view",
+    "reassemble", "standardize_tiles",
 ]

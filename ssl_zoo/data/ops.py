@@ -15,7 +15,7 @@ from ssl_zoo.data.seeds import FoldInSeeds, seed_tensor, split_seed
 
 __all__ = ["register_op", "get_op", "list_ops", "to_float", "normalize", "random_flip",
            "random_pad_crop", "cutout", "rand_augment", "color_jitter", "random_grayscale",
-           "random_resized_crop"]
+           "random_resized_crop", "random_crop_boxes"]
 
 _OPS = Registry("op")
 
@@ -415,6 +415,47 @@ def random_grayscale(images, seed=None, p=0.2):
     return _restore(tf.where(apply[:, None, None, None], g, x), single)
 
 
+def random_crop_boxes(images, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Random-resized-crop boxes, one per image, normalised (y1, x1, y2, x2) as
+    `tf.image.crop_and_resize` takes them.
+
+    Sampled with `tf.image.stateless_sample_distorted_bounding_box` (10 attempts, the
+    whole image when none fits); shared by `random_resized_crop` and the Jigsaw++
+    puzzle generator.
+
+    Args:
+        images: (B, H, W, C).
+        seed: a shape-[2] int tensor (see `seed_tensor`).
+        scale: (min, max) fraction of the image area.
+        ratio: (min, max) width / height.
+
+    Returns:
+        float32 (B, 4).
+
+    Example:
+    >>> random_crop_boxes(tf.zeros([2, 8, 8, 3]), seed_tensor(0), scale=(1, 1),
+    ...                   ratio=(1, 1)).numpy().tolist()
+    [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
+    """
+    shape = tf.shape(images)
+    h, w = shape[1], shape[2]
+    per_image = tf.random.stateless_uniform([shape[0], 2], seed, minval=None, maxval=None,
+                                            dtype=tf.int64)
+    whole = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
+
+    def sample(s):
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape[1:], whole, seed=s, min_object_covered=0.0, aspect_ratio_range=ratio,
+            area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True)
+        return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+    box = tf.cast(tf.map_fn(sample, per_image, fn_output_signature=tf.int32), tf.float32)
+    hm1 = tf.cast(tf.maximum(h - 1, 1), tf.float32)
+    wm1 = tf.cast(tf.maximum(w - 1, 1), tf.float32)
+    return tf.stack([box[:, 0] / hm1, box[:, 1] / wm1, (box[:, 0] + box[:, 2] - 1) / hm1,
+                     (box[:, 1] + box[:, 3] - 1) / wm1], axis=1)
+
+
 @register_op("random_resized_crop")
 def random_resized_crop(images, seed=None, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
     """Crop a random box of area fraction `scale` and aspect `ratio`, resize back.
@@ -439,22 +480,7 @@ def random_resized_crop(images, seed=None, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3
     x, single = _as_batch(images)
     shape = tf.shape(x)
     b, h, w = shape[0], shape[1], shape[2]
-    per_image = tf.random.stateless_uniform([b, 2], seed_tensor(seed), minval=None,
-                                            maxval=None, dtype=tf.int64)
-    whole = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
-
-    def sample(s):
-        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape[1:], whole, seed=s, min_object_covered=0.0,
-            aspect_ratio_range=ratio, area_range=scale, max_attempts=10,
-            use_image_if_no_bounding_boxes=True)
-        return tf.stack([begin[0], begin[1], size[0], size[1]])
-
-    box = tf.cast(tf.map_fn(sample, per_image, fn_output_signature=tf.int32), tf.float32)
-    hm1 = tf.cast(tf.maximum(h - 1, 1), tf.float32)
-    wm1 = tf.cast(tf.maximum(w - 1, 1), tf.float32)
-    boxes = tf.stack([box[:, 0] / hm1, box[:, 1] / wm1, (box[:, 0] + box[:, 2] - 1) / hm1,
-                      (box[:, 1] + box[:, 3] - 1) / wm1], axis=1)
+    boxes = random_crop_boxes(x, seed_tensor(seed), scale, ratio)
     out = tf.image.crop_and_resize(x, boxes, tf.range(b), tf.stack([h, w]))
     out.set_shape(x.shape)
     return _restore(out, single)

@@ -91,7 +91,8 @@ def list_views():
 def view_emits_labels(view):
     """Whether a view (a registered name or function) returns (images, labels).
 
-    A function that is not registered is taken to return images only.
+    A function that is not registered is taken to return images only unless it has
+    an attribute `emits_labels = True` (as `make_puzzle_view`'s views do).
 
     Args:
         view: a registered name or a function.
@@ -127,7 +128,10 @@ def resolve_view(view):
     """
     if callable(view):
         name = _VIEWS.name_of(view)
-        return view, (name is not None and _VIEWS.metadata(name)["emits_labels"])
+        if name is not None:
+            return view, _VIEWS.metadata(name)["emits_labels"]
+        # An unregistered view (e.g. a model's puzzle view) says so by an attribute.
+        return view, bool(getattr(view, "emits_labels", False))
     return _VIEWS.get(view), _VIEWS.metadata(view)["emits_labels"]
 
 
