@@ -14,6 +14,10 @@ from ssl_zoo.utils.io import atomic_directory
 
 
 def _trained_image_size(model):
+    serving = getattr(model, "serving_image_size", None)
+    if callable(serving):   # models not built on whole images (Jigsaw: puzzle tiles)
+        size = serving()
+        return None if size is None else tuple(int(d) for d in size)
     build = model.get_build_config() or {}
     shape = build.get("input_shape")
     if shape and shape[1] is not None and shape[2] is not None:

@@ -239,19 +239,23 @@ def train_view(cfg, spec):
 
 
 def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
-                      return_labeled=False, **data_kwargs):
+                      return_labeled=False, model=None, **data_kwargs):
     """The endless, shuffled training stream a method declares (`spec.stream`).
 
     Args:
         spec: the method's `MethodSpec`.
         train: an `ssl_zoo.data.ArrayDataset`.
         batch_size: (labeled) batch size.
-        view: training view (default: the method's).
+        view: training view (default: the method's); "model" asks `model` for it.
         seed: shuffle / augmentation seed.
-        **data_kwargs: stream options over the method's `spec.data_kwargs`; for
-            "semi_supervised" see `semi_supervised_split` and `mu` (unlabeled images
-            per labeled image), `strong` (the strong view's name) and
-            `include_unlabeled_labels` (held-out truth for pseudo-label metrics).
+        model: the model being trained; needed when the view is "model"
+            (`model.make_view(image_shape, **data_kwargs)`, e.g. Jigsaw puzzles
+            with the model's permutation set).
+        **data_kwargs: stream options over the method's `spec.data_kwargs`; for a
+            model-made view, the view's options; for "semi_supervised" see
+            `semi_supervised_split` and `mu` (unlabeled images per labeled image),
+            `strong` (the strong view's name) and `include_unlabeled_labels`
+            (held-out truth for pseudo-label metrics).
         return_labeled: also return the labeled training set (for a semi-supervised
             stream its labeled split, which defines the many/medium/few-shot groups).
 
@@ -269,6 +273,12 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
     from ssl_zoo.data import make_pipeline, make_semi_supervised_pipeline
     view = spec.view if view is None else view
     options = {**spec.data_kwargs, **data_kwargs}
+    if isinstance(view, str) and view == "model":
+        if model is None or not callable(getattr(model, "make_view", None)):
+            raise ValueError(f"The {spec.model_class.__name__} stream is made by the "
+                             f"model (view='model'): pass model=<the model>.")
+        view = model.make_view(tuple(train.images.shape[1:3]), **options)
+        options = {}
     if spec.stream == "labeled":
         if options:
             raise ValueError(f"Unknown data options {sorted(options)} for a labeled "
@@ -330,8 +340,10 @@ def build_model(cfg, info, spec=None, sync_batchnorm=False):
     false}` keeps per-replica batch norm under a mirrored strategy).
     """
     spec = spec or get_method(cfg.method)
-    kwargs = dict(backbone=cfg.backbone, num_classes=info.num_classes, width=cfg.width,
-                  mean=info.mean, std=info.std, sync_batchnorm=sync_batchnorm)
+    kwargs = dict(backbone=cfg.backbone, width=cfg.width, mean=info.mean, std=info.std,
+                  sync_batchnorm=sync_batchnorm)
+    if spec.class_labels:
+        kwargs["num_classes"] = info.num_classes
     return spec.build(**{**kwargs, **cfg.method_kwargs})
 
 
@@ -363,19 +375,40 @@ def train_and_evaluate(cfg, log=print):
     log(f"data: {cfg.dataset} train={len(train.labels)} test={len(test.labels)} "
         f"classes={info.num_classes} image={tuple(train.images.shape[1:])}")
     view = train_view(cfg, spec)
+    finished = _finished_training(cfg)
+    if finished is not None:
+        # An earlier run trained to the end and failed after (in evaluation, say):
+        # evaluate what it trained instead of training again.
+        log(f"training finished earlier in {cfg.model_dir}: evaluating its model")
+        with strategy.scope():
+            model = keras.saving.load_model(finished["path"])
+        labeled = train
+        if spec.stream != "labeled":
+            _, labeled = make_train_stream(spec, train, cfg.batch_size, seed=cfg.seed,
+                                           return_labeled=True, **cfg.data_kwargs)
+        return _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info,
+                                  finished["history"], finished["training_details"],
+                                  None, start)
+    with strategy.scope():
+        model = build_model(cfg, info, spec, sync_batchnorm=replicas > 1)
+    # A model may make its own targets (cluster classification: a teacher's k-means
+    # clusters); the true labels stay for evaluation.
+    prepare = getattr(model, "prepare_training_data", None)
+    stream_data = prepare(train, log=log) if callable(prepare) else train
     # One endless shuffled stream; an epoch is `steps` batches, so no epoch runs dry.
-    train_ds, labeled = make_train_stream(spec, train, cfg.batch_size, view=view,
+    train_ds, labeled = make_train_stream(spec, stream_data, cfg.batch_size, view=view,
                                           seed=cfg.seed, return_labeled=True,
-                                          **cfg.data_kwargs)
-    if labeled is not train:
+                                          model=model, **cfg.data_kwargs)
+    if labeled is stream_data:
+        labeled = train
+    else:
         counts = np.bincount(labeled.labels, minlength=info.num_classes)
         log(f"labeled split: {len(labeled)} images, per class {counts.tolist()}")
     steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
 
     with strategy.scope():
-        model = build_model(cfg, info, spec, sync_batchnorm=replicas > 1)
         # Built up front so BackupAndRestore can restore into it.
-        model.build(_image_shape(train_ds.element_spec[0]))
+        model.build(_image_shape(train_ds.element_spec[0], model))
         model.compile(optimizer=make_optimizer(total_steps=steps * cfg.epochs, **recipe),
                       jit_compile=parse_jit_compile(cfg.jit_compile))
 
@@ -409,9 +442,35 @@ def train_and_evaluate(cfg, log=print):
     if verbose == "auto":  # a live progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=verbose, shuffle=False)
+                        callbacks=callbacks, verbose=verbose, shuffle=False).history
     # Read before evaluate(), which resets the model's metrics.
     training_details = getattr(model, "training_details", dict)()
+    if cfg.model_dir:   # BackupAndRestore has deleted its backup: keep what was trained
+        save_model_atomic(model, os.path.join(cfg.model_dir, "trained.keras"))
+        atomic_write_json(os.path.join(cfg.model_dir, "trained.json"), _jsonable({
+            "config": dataclasses.asdict(cfg), "history": history,
+            "training_details": training_details}))
+    return _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,
+                              training_details, periodic, start)
+
+
+def _finished_training(cfg):
+    """The record of a training run of the same config finished in `cfg.model_dir`."""
+    if not cfg.model_dir:
+        return None
+    path = os.path.join(cfg.model_dir, "trained.keras")
+    record = os.path.join(cfg.model_dir, "trained.json")
+    if not (os.path.exists(path) and os.path.exists(record)):
+        return None
+    with open(record, encoding="utf-8") as f:
+        done = json.load(f)
+    if done.get("config") != _jsonable(dataclasses.asdict(cfg)):
+        return None
+    return {**done, "path": path}
+
+
+def _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,
+                       training_details, periodic, start):
     metrics, details = evaluate(model, spec, labeled, test, cfg)
     probe = metrics.pop("probe", None)
     details.update(training_details)
@@ -429,7 +488,7 @@ def train_and_evaluate(cfg, log=print):
             "dataset": info.to_dict(),
             "seconds": seconds,
         })
-    return {"metrics": metrics, "details": details, "history": history.history,
+    return {"metrics": metrics, "details": details, "history": history,
             "model": model, "probe": probe, "info": info, "seconds": seconds}
 
 
@@ -472,12 +531,14 @@ def evaluate(model, spec, train, test, cfg):
     return metrics, details
 
 
-def _image_shape(spec):
+def _image_shape(spec, model):
     """The image shape a model is built with, from a stream's element spec."""
     if isinstance(spec, dict):
         spec = spec["images"]
     shape = tuple(spec.shape)
-    return (None,) + shape[-3:]
+    if len(shape) == len(model.default_input_shape()):   # e.g. puzzles (B, 9, t, t, 3)
+        return (None,) + shape[1:]
+    return (None,) + shape[-3:]   # views (B, V, H, W, 3): built for single images
 
 
 def _jsonable(obj):

@@ -35,19 +35,25 @@ TINY = dict(backbone="vgg_tile", width=0.0625)
 def build(name, **kwargs):
     """The method's model on a tiny backbone, with its spec's test arguments."""
     spec = get_method(name)
-    return spec.build(**{**TINY, "num_classes": NUM_CLASSES, **spec.test_kwargs, **kwargs})
+    classes = {"num_classes": NUM_CLASSES} if spec.class_labels else {}
+    return spec.build(**{**TINY, **classes, **spec.test_kwargs, **kwargs})
 
 
-def method_batch(name, batch_size=BATCH, seed=0):
-    """One (x, y) batch, as numpy, of the method's own training stream."""
-    spec = get_method(name)
-    image_size = IMAGE_SIZE
+def raw_images(seed=0, n=8 * NUM_CLASSES):
+    """(images uint8 (n, IMAGE_SIZE, IMAGE_SIZE, 3), labels) the battery draws from."""
     rng = np.random.RandomState(seed)
-    n = 8 * NUM_CLASSES
-    images = rng.randint(0, 256, (n, image_size, image_size, 3)).astype("uint8")
-    labels = np.arange(n) % NUM_CLASSES
-    data = load_arrays((images, labels), cache_dir=False)
-    stream = make_train_stream(spec, data, batch_size, seed=seed)
+    images = rng.randint(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("uint8")
+    return images, np.arange(n) % NUM_CLASSES
+
+
+def method_batch(name, batch_size=BATCH, seed=0, model=None):
+    """One (x, y) batch, as numpy, of the method's own training stream (a model-made
+    view, e.g. Jigsaw puzzles, comes from `model` or one built like the battery's)."""
+    spec = get_method(name)
+    data = load_arrays(raw_images(seed), cache_dir=False)
+    if model is None and spec.view == "model":
+        model = build(name)
+    stream = make_train_stream(spec, data, batch_size, seed=seed, model=model)
     x, y = next(iter(stream))
     return to_numpy(x), to_numpy(y)
 
@@ -89,7 +95,7 @@ def check_xla(name):
     # Labels out of range: where the method checks labels (its eager `unpack`
     # raises), the XLA step — same shapes, so the compiled function is reused — must
     # raise too, although XLA drops graph assertions.
-    bad = np.full_like(y, NUM_CLASSES)
+    bad = np.full_like(y, model.num_classes)
     eager_error = _label_error(lambda: model.unpack((x, bad), training=True))
     xla_error = _label_error(
         lambda: model.fit(one_batch_dataset(x, bad), epochs=1, verbose=0))
@@ -114,14 +120,11 @@ def check_fit_reduces_loss(name):
 
 
 def check_export(name, tmp_path):
-    x, y = method_batch(name)
     model = build(name)
+    x, y = method_batch(name, model=model)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     model.fit(one_batch_dataset(x, y), epochs=1, verbose=0)
-    images = inference_input(x)
-    if images.ndim == 5:            # views: serve single images
-        images = images[:, 0]
-    images = images.astype("uint8")
+    images = raw_images()[0][:BATCH]   # whatever the training input, serve images
     path = export_model(model, os.path.join(tmp_path, "export"))
     loaded = tf.saved_model.load(path)   # keep a reference: its variables die with it
     out = loaded.serve(tf.constant(images))

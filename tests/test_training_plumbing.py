@@ -1,6 +1,7 @@
 """Training plumbing of milestone 2: optimizer recipes, periodic evaluation (median of
 the last N and best, kept across a resume), semi-supervised streams from the registry."""
 
+import dataclasses
 import json
 import os
 
@@ -140,3 +141,39 @@ def test_daso_trains_from_the_cli_plumbing_on_a_long_tailed_split(tmp_path):
     model = keras.models.load_model(tmp_path / "model.keras")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.labeler.counts),
                                   keras.ops.convert_to_numpy(out["model"].labeler.counts))
+
+
+def test_a_run_that_failed_after_training_is_evaluated_not_retrained(tmp_path,
+                                                                      monkeypatch):
+    """BackupAndRestore deletes its backup when fit ends: a failure in evaluation must
+    not throw the finished training away. A rerun of the same config evaluates the
+    model it trained; another config trains anew."""
+    import ssl_zoo.training as training
+    cfg = TrainConfig(method="supervised", dataset="digits", backbone="vgg_tile",
+                      width=0.0625, epochs=1, steps_per_epoch=2, batch_size=16,
+                      max_train_examples=64, max_test_examples=32, verbose=0,
+                      model_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    real = training.evaluate
+    monkeypatch.setattr(training, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="evaluation crashed"):
+        train_and_evaluate(cfg, log=lambda *_: None)
+    assert (tmp_path / "trained.keras").exists() and not (tmp_path / "model.keras").exists()
+    trained = keras.models.load_model(tmp_path / "trained.keras")
+
+    monkeypatch.setattr(training, "evaluate", real)
+    logs = []
+    out = train_and_evaluate(cfg, log=logs.append)
+    assert any("training finished earlier" in line for line in logs), logs
+    assert int(out["model"].optimizer.iterations) == 2
+    for a, b in zip(out["model"].weights, trained.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                      keras.ops.convert_to_numpy(b))
+    assert 0.0 <= out["metrics"]["accuracy"] <= 1.0 and len(out["history"]["loss"]) == 1
+
+    logs.clear()
+    train_and_evaluate(dataclasses.replace(cfg, steps_per_epoch=3), log=logs.append)
+    assert not any("training finished earlier" in line for line in logs)

@@ -129,11 +129,11 @@ def _layer_model(encoder, layer):
                          f"{layer!r}; its layers are {names}.")
     sub = keras.Model(backbone.inputs, backbone.get_layer(layer).output,
                       name=f"{backbone.name}_to_{layer}")
-    normalizer = getattr(encoder, "normalizer", None)
-    if backbone is encoder or normalizer is None:
+    normalize = getattr(encoder, "normalize", None)
+    if backbone is encoder or not callable(normalize):
         return sub
     images = keras.Input(tuple(backbone.inputs[0].shape[1:]), name="images")
-    return keras.Model(images, sub(normalizer(images)), name=f"features_{layer}")
+    return keras.Model(images, sub(normalize(images)), name=f"features_{layer}")
 
 
 class FeatureExtractor:

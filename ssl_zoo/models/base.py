@@ -162,7 +162,11 @@ class BackboneModel(PresetMixin, keras.Model):
         # heads. Build eagerly, before tracing: head variables created inside the
         # traced step break the next fit() once a first trace has failed.
         if not self.built:
-            self.build((None, None, None, len(self.normalizer.mean)))
+            self.build(self.default_input_shape())
+
+    def default_input_shape(self):
+        """The shape the model is built with before its first batch is known."""
+        return (None, None, None, len(self.normalizer.mean))
 
     def build_heads(self, feature_shape):
         """Builds the subclass' heads for features of `feature_shape`."""
@@ -253,9 +257,14 @@ class BackboneModel(PresetMixin, keras.Model):
         return x, self.check_labels(y, x)
 
     # ----------------------------------------------------------------- forward
+    def normalize(self, images):
+        """What the backbone sees of raw 0..255 images (default: per-channel
+        standardisation with the model's `mean` / `std`)."""
+        return self.normalizer(images)
+
     def features(self, images, training=False):
         """Backbone features (B, D) of raw 0..255 images."""
-        return self.backbone(self.normalizer(images), training=training)
+        return self.backbone(self.normalize(images), training=training)
 
     def reset_compiled_functions(self):
         """Drops the traced predict/test functions (after a Python-level setting that

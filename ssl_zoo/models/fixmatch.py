@@ -160,7 +160,7 @@ class FixMatchModel(InferenceModeMixin, BackboneModel):
 
     def ema_features(self, images):
         """Features of the EMA backbone (inference mode, no gradient)."""
-        return self.ema_backbone(self.normalizer(images))
+        return self.ema_backbone(self.normalize(images))
 
     def embed(self, images):
         if self.inference == "student":

@@ -24,7 +24,9 @@ class MethodSpec:
             "semi_supervised": a labeled and an unlabeled stream zipped,
             `({"images", "unlabeled_weak", "unlabeled_strong"}, labels)`.
         view: the training view, a name registered in `ssl_zoo.data` (weak,
-            strong, supcon, ...).
+            strong, supcon, ...), or "model": the model makes it
+            (`model.make_view(image_shape, **data_kwargs)`, e.g. Jigsaw puzzles
+            with the model's own permutation set, emitting their own labels).
         num_views: views per image in a training batch.
         evaluation: how a trained model is scored, a name of
             `ssl_zoo.evaluation.EVALUATORS` ("direct", "linear_probe", "knn").
@@ -35,6 +37,11 @@ class MethodSpec:
             schedule, warmup_steps); fields the caller sets win.
         data_kwargs: the method's default stream options (`training.make_train_stream`),
             e.g. `{"mu": 2, "strong": "strong_daso"}`; the caller's win.
+        class_labels: whether the model predicts the data set's classes (it is
+            built with the data set's `num_classes` and trained on its labels).
+            False for methods whose targets come from elsewhere (Jigsaw's
+            permutation index, cluster classification's pseudo-labels): the CLI,
+            trainer and test battery then leave `num_classes` to the method.
 
     Example:
     >>> spec = get_method("supcon")
@@ -52,6 +59,7 @@ class MethodSpec:
     test_kwargs: dict = dataclasses.field(default_factory=dict)
     recipe: dict = dataclasses.field(default_factory=dict)
     data_kwargs: dict = dataclasses.field(default_factory=dict)
+    class_labels: bool = True
 
     def __post_init__(self):
         if self.stream not in STREAMS:
