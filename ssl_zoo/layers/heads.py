@@ -5,8 +5,27 @@ import keras
 from keras import ops
 
 
+class _Float32Dense(keras.layers.Layer):
+    """A Dense sub-layer `dense` of `units` outputs, logits cast to float32 (the
+    shared body of the linear heads below)."""
+
+    def _add_dense(self, units):
+        self.dense = keras.layers.Dense(units, dtype=self.dtype_policy, name="dense")
+
+    def build(self, input_shape):
+        if not self.dense.built:
+            self.dense.build(input_shape)
+        self.built = True
+
+    def call(self, features):
+        return ops.cast(self.dense(features), "float32")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.dense.units,)
+
+
 @keras.saving.register_keras_serializable(package="ssl_zoo")
-class JointLabelHead(keras.layers.Layer):
+class JointLabelHead(_Float32Dense):
     """Linear classifier over the N*M joint labels (class k, transformation j).
 
     Output index k*M + j holds the logit of (k, j); logits are float32 even under
@@ -35,19 +54,7 @@ class JointLabelHead(keras.layers.Layer):
                              f"{num_classes} and {num_transforms}.")
         self.num_classes = int(num_classes)
         self.num_transforms = int(num_transforms)
-        self.dense = keras.layers.Dense(self.num_classes * self.num_transforms,
-                                        dtype=self.dtype_policy, name="dense")
-
-    def build(self, input_shape):
-        if not self.dense.built:
-            self.dense.build(input_shape)
-        self.built = True
-
-    def call(self, features):
-        return ops.cast(self.dense(features), "float32")
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.num_classes * self.num_transforms,)
+        self._add_dense(self.num_classes * self.num_transforms)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
@@ -110,7 +117,7 @@ class AggregatedInference(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
-class SelfDistillHead(keras.layers.Layer):
+class SelfDistillHead(_Float32Dense):
     """Linear N-way head u on the shared features (SLA+SD): one-pass inference.
 
     Args:
@@ -130,19 +137,7 @@ class SelfDistillHead(keras.layers.Layer):
     def __init__(self, num_classes, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
-        self.dense = keras.layers.Dense(self.num_classes, dtype=self.dtype_policy,
-                                        name="dense")
-
-    def build(self, input_shape):
-        if not self.dense.built:
-            self.dense.build(input_shape)
-        self.built = True
-
-    def call(self, features):
-        return ops.cast(self.dense(features), "float32")
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.num_classes,)
+        self._add_dense(self.num_classes)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
