@@ -5,6 +5,7 @@ the method's model under the chosen precision and distribution strategy, fits it
 with checkpoints that survive interruption, evaluates it and writes the metrics.
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from ssl_zoo.models.registry import get_method
 from ssl_zoo.optimizers import make_optimizer
-from ssl_zoo.utils.io import atomic_path, atomic_write_json
+from ssl_zoo.utils.io import atomic_path, atomic_write_json, directory_lock
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -122,7 +123,41 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         self.path = path
 
     def on_epoch_end(self, epoch, logs=None):
+        check_finite_weights(self.model, f"the end of epoch {epoch + 1}")
         save_model_atomic(self.model, self.path)
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or a weight became NaN/Inf during training."""
+
+
+def check_finite_weights(model, when):
+    """Raises `NonFiniteError` naming the first variable with a NaN/Inf value."""
+    for variable in model.variables:
+        value = keras.ops.convert_to_numpy(variable.value)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise NonFiniteError(
+                f"{variable.path} holds NaN/Inf at {when}: nothing was saved. Check the "
+                f"inputs for NaN/Inf pixels and lower the learning rate.")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops `fit` at the first step whose logged loss is NaN/Inf, naming the step.
+
+    Runs before the checkpoint callbacks, so no non-finite model is saved: the last
+    checkpoint and backup are those of the last finite epoch.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations)
+            self.model.stop_training = True
+            raise NonFiniteError(
+                f"training loss became {float(loss)} at step {step} (batch {batch} of "
+                f"this epoch): the stopped run saved nothing non-finite (the last "
+                f"checkpoint is the previous epoch's). Check the inputs for NaN/Inf "
+                f"pixels and lower the learning rate.")
 
 
 def save_model_atomic(model, path):
@@ -350,6 +385,11 @@ def build_model(cfg, info, spec=None, sync_batchnorm=False):
 def train_and_evaluate(cfg, log=print):
     """Trains `cfg.method` on `cfg.dataset` and evaluates it on the test split.
 
+    With `cfg.model_dir`, one run at a time holds the directory (a second raises
+    `DirectoryInUseError`; a killed run leaves no stale lock); a run whose training
+    finished there is evaluated, not retrained; a NaN/Inf loss stops training with
+    `NonFiniteError` naming the step, and nothing non-finite is saved.
+
     Returns:
         dict with 'metrics' (test metrics, floats), 'details' (per-class results),
         'history', 'model', 'probe' (the trained `LinearProbe` for linear-probe
@@ -361,6 +401,20 @@ def train_and_evaluate(cfg, log=print):
     >>> sorted(out["metrics"])  # doctest: +SKIP
     ['aggregated_accuracy', 'joint_accuracy', 'loss', 'self_distill_accuracy', ...]
     """
+    with _model_dir_lock(cfg.model_dir):
+        return _train_and_evaluate(cfg, log)
+
+
+def _model_dir_lock(model_dir):
+    """One run per model_dir (per worker under MultiWorkerMirroredStrategy)."""
+    if not model_dir:
+        return contextlib.nullcontext()
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    name = ".lock" if not task else f".lock-{task.get('type')}-{task.get('index')}"
+    return directory_lock(model_dir, name)
+
+
+def _train_and_evaluate(cfg, log):
     spec = get_method(cfg.method)
     recipe = resolve_recipe(cfg, spec)
     start = time.time()
@@ -412,7 +466,7 @@ def train_and_evaluate(cfg, log=print):
         model.compile(optimizer=make_optimizer(total_steps=steps * cfg.epochs, **recipe),
                       jit_compile=parse_jit_compile(cfg.jit_compile))
 
-    callbacks = []
+    callbacks = [StopOnNonFinite()]
     if cfg.model_dir:
         os.makedirs(cfg.model_dir, exist_ok=True)
         callbacks += [

@@ -177,3 +177,61 @@ def test_a_run_that_failed_after_training_is_evaluated_not_retrained(tmp_path,
     logs.clear()
     train_and_evaluate(dataclasses.replace(cfg, steps_per_epoch=3), log=logs.append)
     assert not any("training finished earlier" in line for line in logs)
+
+
+def test_a_model_dir_in_use_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from ssl_zoo.utils.io import DirectoryInUseError, directory_lock
+    cfg = TrainConfig(method="supervised", dataset="digits", backbone="vgg_tile",
+                      width=0.0625, epochs=1, steps_per_epoch=1, batch_size=8,
+                      max_train_examples=16, max_test_examples=8, verbose=0,
+                      model_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    with directory_lock(str(tmp_path)):
+        with pytest.raises(DirectoryInUseError, match=r"is in use by another run \(pid"):
+            train_and_evaluate(cfg, log=lambda *_: None)
+    assert not (tmp_path / "model.keras").exists()
+    # Another process takes the lock (the real helper, loaded without TensorFlow) and
+    # is killed with SIGKILL: the lock goes with it.
+    io_path = os.path.join(os.path.dirname(__file__), "..", "ssl_zoo", "utils", "io.py")
+    script = (
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('io_mod', {io_path!r})\n"
+        "io = importlib.util.module_from_spec(spec); spec.loader.exec_module(io)\n"
+        f"with io.directory_lock({str(tmp_path)!r}):\n"
+        "    print('locked', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DirectoryInUseError, match=f"pid {holder.pid}"):
+            with directory_lock(str(tmp_path)):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    out = train_and_evaluate(cfg, log=lambda *_: None)
+    assert (tmp_path / "model.keras").exists() and out["metrics"]
+    with directory_lock(str(tmp_path)):   # released after the run
+        pass
+
+
+def test_a_nan_input_stops_training_naming_the_step_and_saves_nothing(tmp_path):
+    from ssl_zoo.models import SupervisedModel
+    from ssl_zoo.training import (AtomicModelCheckpoint, NonFiniteError, StopOnNonFinite,
+                                  check_finite_weights)
+    rng = np.random.RandomState(0)
+    x = rng.uniform(0, 255, (12, 8, 8, 3)).astype("float32")
+    y = np.arange(12) % 3
+    x[9, 2, 3, 1] = np.nan                       # in the 3rd batch of 4
+    model = SupervisedModel("vgg_tile", num_classes=3, width=0.0625)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    path = tmp_path / "checkpoint.keras"
+    with pytest.raises(NonFiniteError, match=r"became nan at step 3 \(batch 2 of"):
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+                  callbacks=[StopOnNonFinite(), AtomicModelCheckpoint(str(path))])
+    assert not path.exists()
+    with pytest.raises(NonFiniteError, match="holds NaN/Inf at the end"):
+        check_finite_weights(model, "the end of epoch 1")

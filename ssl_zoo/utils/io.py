@@ -222,3 +222,63 @@ def default_cache_dir():
     """
     return os.environ.get("SSL_ZOO_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "ssl_zoo")
+
+
+class DirectoryInUseError(RuntimeError):
+    """Another live process holds the directory's lock (see `directory_lock`)."""
+
+
+@contextlib.contextmanager
+def directory_lock(directory, name=".lock"):
+    """Holds an exclusive lock on `directory` for the block, or raises at once.
+
+    An advisory `flock` on `directory/name`: the operating system releases it when
+    the holder exits, even by SIGKILL, so a killed run never leaves a stale lock.
+    The file names the holder (pid, host) for the error message. Where `fcntl` is
+    missing (Windows) the block runs unlocked.
+
+    Args:
+        directory: the directory to lock (created if missing).
+        name: the lock file's name inside it.
+
+    Raises:
+        DirectoryInUseError: another process (or another open of the lock in this
+            process) holds it.
+
+    Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with directory_lock(d):
+    ...     with directory_lock(d):
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    ssl_zoo.utils.io.DirectoryInUseError: ... is in use by another run (pid ...
+    """
+    try:
+        import fcntl
+    except ImportError:   # pragma: no cover - Windows
+        yield
+        return
+    import socket
+    os.makedirs(directory, exist_ok=True)
+    f = open(os.path.join(directory, name), "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown process"
+        f.close()
+        raise DirectoryInUseError(
+            f"{directory} is in use by another run ({holder}): wait for it to end, or "
+            f"give this run another directory. The lock goes when that process "
+            f"exits, even if it is killed.") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
