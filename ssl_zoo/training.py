@@ -56,7 +56,7 @@ class TrainConfig:
     schedule: str = None
     warmup_steps: int = None
     augment: str = "auto"
-    mixed_precision: bool = False
+    mixed_precision: object = False   # False | True (float16) | 'bfloat16'
     jit_compile: object = "auto"
     strategy: str = "default"
     model_dir: str = None
@@ -401,8 +401,40 @@ def train_and_evaluate(cfg, log=print):
     >>> sorted(out["metrics"])  # doctest: +SKIP
     ['aggregated_accuracy', 'joint_accuracy', 'loss', 'self_distill_accuracy', ...]
     """
-    with _model_dir_lock(cfg.model_dir):
-        return _train_and_evaluate(cfg, log)
+    policy = precision_policy(cfg.mixed_precision)
+    previous = keras.mixed_precision.global_policy()
+    # The run's policy while its model is built, the caller's again afterwards.
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with _model_dir_lock(cfg.model_dir):
+            return _train_and_evaluate(cfg, log)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+PRECISIONS = {False: "float32", True: "mixed_float16", "float32": "float32",
+              "float16": "mixed_float16", "mixed_float16": "mixed_float16",
+              "bfloat16": "mixed_bfloat16", "mixed_bfloat16": "mixed_bfloat16"}
+
+
+def precision_policy(mixed_precision):
+    """The Keras dtype policy of `TrainConfig.mixed_precision`.
+
+    False / "float32": float32; True / "float16": mixed_float16 (loss scaling, GPUs);
+    "bfloat16": mixed_bfloat16 (no loss scaling; CPUs with AVX512_BF16, TPUs, recent
+    GPUs).
+
+    Example:
+    >>> precision_policy(True), precision_policy("bfloat16")
+    ('mixed_float16', 'mixed_bfloat16')
+    """
+    key = mixed_precision.lower() if isinstance(mixed_precision, str) else mixed_precision
+    if key in ("true", "false"):
+        key = key == "true"
+    if key not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be False, True or one of float32, "
+                         f"float16, bfloat16; got {mixed_precision!r}.")
+    return PRECISIONS[key]
 
 
 def _model_dir_lock(model_dir):
@@ -419,8 +451,6 @@ def _train_and_evaluate(cfg, log):
     recipe = resolve_recipe(cfg, spec)
     start = time.time()
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy(
-        "mixed_float16" if cfg.mixed_precision else "float32")
     strategy = get_strategy(cfg.strategy)
     replicas = strategy.num_replicas_in_sync
 

@@ -235,3 +235,17 @@ def test_a_nan_input_stops_training_naming_the_step_and_saves_nothing(tmp_path):
     assert not path.exists()
     with pytest.raises(NonFiniteError, match="holds NaN/Inf at the end"):
         check_finite_weights(model, "the end of epoch 1")
+
+
+def test_bfloat16_runs_and_the_callers_policy_is_restored(tmp_path):
+    keras.mixed_precision.set_global_policy("float32")
+    out = train_and_evaluate(TrainConfig(
+        method="supervised", dataset="digits", backbone="vgg_tile", width=0.0625,
+        epochs=1, steps_per_epoch=2, batch_size=16, max_train_examples=64,
+        max_test_examples=32, verbose=0, mixed_precision="bfloat16",
+        cache_dir=str(tmp_path / "cache")), log=lambda *_: None)
+    assert out["model"].dtype_policy.name == "mixed_bfloat16"
+    assert np.isfinite(out["history"]["loss"]).all()
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(ValueError, match="mixed_precision must be"):
+        train_and_evaluate(TrainConfig(mixed_precision="int8"))
