@@ -489,6 +489,12 @@ def _train_and_evaluate(cfg, log):
         counts = np.bincount(labeled.labels, minlength=info.num_classes)
         log(f"labeled split: {len(labeled)} images, per class {counts.tolist()}")
     steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
+    resumed = _backup_epoch(cfg.model_dir)
+    if resumed:
+        # The stream restarts with the process: skip the batches the backed-up epochs
+        # consumed, so the resumed run sees what an uninterrupted run would.
+        log(f"resuming from the backup of epoch {resumed} in {cfg.model_dir}")
+        train_ds = train_ds.skip(resumed * steps)
 
     with strategy.scope():
         # Built up front so BackupAndRestore can restore into it.
@@ -536,6 +542,15 @@ def _train_and_evaluate(cfg, log):
             "training_details": training_details}))
     return _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,
                               training_details, periodic, start)
+
+
+def _backup_epoch(model_dir):
+    """Epochs done according to the BackupAndRestore backup in `model_dir` (0: none)."""
+    path = model_dir and os.path.join(model_dir, "backup", "training_metadata.json")
+    if not path or not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return int(json.load(f).get("epoch", 0))
 
 
 def _finished_training(cfg):
