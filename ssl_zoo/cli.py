@@ -129,13 +129,13 @@ def cmd_train():
 
 
 def _load_model():
-    import keras
     import ssl_zoo  # noqa: F401  (registers the serialisable classes)
+    from ssl_zoo.utils.io import load_model_file
     if not FLAGS.model_path:
         raise app.UsageError("--model_path is required (a .keras file).")
     if not os.path.exists(FLAGS.model_path):
         raise app.UsageError(f"--model_path {FLAGS.model_path!r} does not exist.")
-    model = keras.models.load_model(FLAGS.model_path)
+    model = load_model_file(FLAGS.model_path)
     if FLAGS.inference:
         if not hasattr(model, "inference"):
             raise app.UsageError(f"{type(model).__name__} has no inference modes.")

@@ -90,6 +90,8 @@ def _fetch_weights(name, meta, root, cache_dir):
                                     file_hash=meta["weights_sha256"], hash_algorithm="sha256",
                                     cache_dir=str(cache_dir), cache_subdir=subdir)
     except Exception as e:  # Keras raises ValueError/Exception on a bad download
+        if target.exists() and sha256_file(target) != meta["weights_sha256"]:
+            target.unlink()  # leave no unverified weights in the cache
         raise PresetError(f"Preset {name!r}: could not fetch verified weights from "
                           f"{origin}: {e}") from e
     if sha256_file(path) != meta["weights_sha256"]:

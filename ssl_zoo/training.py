@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from ssl_zoo.models.registry import get_method
 from ssl_zoo.optimizers import make_optimizer
-from ssl_zoo.utils.io import atomic_path, atomic_write_json, directory_lock
+from ssl_zoo.utils.io import (atomic_path, atomic_write_json, directory_lock,
+                              load_model_file)
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -401,6 +402,11 @@ def train_and_evaluate(cfg, log=print):
     >>> sorted(out["metrics"])  # doctest: +SKIP
     ['aggregated_accuracy', 'joint_accuracy', 'loss', 'self_distill_accuracy', ...]
     """
+    if int(cfg.epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}.")
+    if cfg.eval_every is not None and int(cfg.eval_every) < 1:
+        raise ValueError(f"eval_every must be >= 1 (or None for no periodic evaluation), "
+                         f"got {cfg.eval_every}.")
     policy = precision_policy(cfg.mixed_precision)
     previous = keras.mixed_precision.global_policy()
     # The run's policy while its model is built, the caller's again afterwards.
@@ -465,7 +471,7 @@ def _train_and_evaluate(cfg, log):
         # evaluate what it trained instead of training again.
         log(f"training finished earlier in {cfg.model_dir}: evaluating its model")
         with strategy.scope():
-            model = keras.saving.load_model(finished["path"])
+            model = load_model_file(finished["path"])
         labeled = train
         if spec.stream != "labeled":
             _, labeled = make_train_stream(spec, train, cfg.batch_size, seed=cfg.seed,

@@ -9,6 +9,7 @@ Example:
 from ssl_zoo.data.cache import default_cache_dir
 from ssl_zoo.data.dataset import ArrayDataset, DatasetInfo
 from ssl_zoo.data.errors import (
+    CorruptArchiveError,
     CorruptImageError,
     DataError,
     DatasetNotFoundError,
@@ -79,7 +80,7 @@ __all__ = [
     "ArrayDataset", "DatasetInfo",
     "DataError", "UnknownDatasetError", "DatasetNotFoundError", "MissingPathError",
     "EmptyDatasetError", "EmptyClassError", "LayoutError", "SplitNotFoundError",
-    "CorruptImageError", "LabelError", "ImageShapeError",
+    "CorruptArchiveError", "CorruptImageError", "LabelError", "ImageShapeError",
     "default_cache_dir", "list_datasets", "load_arrays", "load_dataset",
     "register_op", "get_op", "list_ops",
     "to_float", "normalize", "random_flip", "random_pad_crop", "cutout", "rand_augment",

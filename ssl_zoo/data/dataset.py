@@ -163,6 +163,8 @@ class ArrayDataset:
         3
         """
         indices = np.asarray(indices)
+        if indices.size == 0:   # np.asarray([]) is float64, which cannot index
+            indices = indices.astype(np.int64)
         images, labels = self.images[indices], self.labels[indices]
         mean, std = channel_stats(images)
         info = dataclasses.replace(self.info, num_examples=int(images.shape[0]),

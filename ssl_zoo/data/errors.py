@@ -44,6 +44,10 @@ class CorruptImageError(DataError):
         self.paths = list(paths)
 
 
+class CorruptArchiveError(DataError):
+    """An archive (.zip) that is truncated, damaged or not a zip archive at all."""
+
+
 class LabelError(DataError):
     """Labels with the wrong length, type or range, or missing where they are needed."""
 

@@ -4,7 +4,6 @@ A short dispatcher over `ssl_zoo.data.sources` (digits, tfds, files, arrays).
 """
 
 import os
-import zipfile
 
 import numpy as np
 
@@ -13,7 +12,7 @@ from ssl_zoo.data.dataset import ArrayDataset, make_array_dataset
 from ssl_zoo.data.errors import DataError, MissingPathError, UnknownDatasetError
 from ssl_zoo.data.sources.arrays import from_arrays, load_npz
 from ssl_zoo.data.sources.digits import EMBEDDED_NAME, load_digits
-from ssl_zoo.data.sources.files import load_files
+from ssl_zoo.data.sources.files import load_files, looks_like_zip
 from ssl_zoo.data.sources.images import resize_uint8
 from ssl_zoo.data.sources.tfds import TFDS_NAMES, load_tfds
 
@@ -85,7 +84,8 @@ def load_arrays(source, split="train", *, data_dir=None, image_size=None, cache_
     Raises:
         UnknownDatasetError, DatasetNotFoundError, MissingPathError,
         EmptyDatasetError, EmptyClassError, LayoutError, SplitNotFoundError,
-        CorruptImageError, LabelError, ImageShapeError (all `ValueError`s).
+        CorruptImageError, CorruptArchiveError, LabelError, ImageShapeError (all
+        `ValueError`s).
 
     Example:
     >>> d = load_arrays("digits", "train")
@@ -130,7 +130,7 @@ def load_arrays(source, split="train", *, data_dir=None, image_size=None, cache_
     if os.path.isfile(path):
         if path.lower().endswith(".npz"):
             return load_npz(path, split, size, num_classes)
-        if zipfile.is_zipfile(path):
+        if looks_like_zip(path):   # a damaged one raises CorruptArchiveError
             return load_files(path, split, size, cache_dir)
         raise DataError(
             f"{os.path.abspath(path)}: unsupported file; give a folder, a .zip archive "

@@ -17,11 +17,33 @@ __all__ = ["make_pipeline", "make_unlabeled_pipeline", "make_semi_supervised_pip
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def _check_fills_a_batch(data, batch_size):
+    """EmptyDatasetError when drop_remainder would drop every example (known sizes)."""
+    if isinstance(data, ArrayDataset):
+        n = len(data)
+    elif isinstance(data, tf.data.Dataset):
+        n = int(data.cardinality())
+        if n < 0:   # infinite or unknown: nothing to check before iterating
+            return
+    else:
+        return
+    if n == 0:
+        raise EmptyDatasetError("The data set is empty (0 examples): no batch can be "
+                                "made; check the source, split or subset it came from.")
+    if n < batch_size:
+        raise EmptyDatasetError(
+            f"batch_size={batch_size} is larger than the data set ({n} examples), so "
+            f"drop_remainder=True leaves no batch at all; use batch_size <= {n} or "
+            f"drop_remainder=False (or repeat=True).")
+
+
 def _batched_source(data, batch_size, *, shuffle, seed, drop_remainder, repeat, cache,
                     shuffle_buffer):
     """Batches of (uint8 images, labels or None), shuffled/repeated as asked."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if drop_remainder and not repeat:
+        _check_fills_a_batch(data, batch_size)
     if isinstance(data, ArrayDataset):
         # Shuffle indices and gather whole batches: no per-image tf.data overhead.
         images = tf.convert_to_tensor(data.images)
@@ -112,6 +134,8 @@ def make_pipeline(data, batch_size, *, view="none", num_views=1, shuffle=True, s
     Raises:
         ValueError: unknown view (the message lists the registered ones), num_views
             < 1, batch_size < 1, or num_views > 1 with a view that emits labels.
+        EmptyDatasetError: `drop_remainder=True` (without `repeat`) and a data set of
+            known size smaller than `batch_size`: no batch would be made.
 
     Example:
     >>> from ssl_zoo.data import load_arrays

@@ -89,6 +89,11 @@ class AggregatedInference(keras.layers.Layer):
     Returns:
         (B, N) aggregated logits.
 
+    Raises:
+        ValueError: joint logits whose width is not N*M, or whose batch is not a
+            multiple of M (checked when traced; a batch size unknown until the graph
+            runs is asserted there, an InvalidArgumentError with the same message).
+
     Example:
     >>> agg = AggregatedInference(3, 2)
     >>> tuple(agg(ops.zeros((4, 6))).shape)
@@ -100,14 +105,54 @@ class AggregatedInference(keras.layers.Layer):
         self.num_classes = int(num_classes)
         self.num_transforms = int(num_transforms)
 
+    def _check_shape(self, shape):
+        """Raises ValueError on a static shape that is not (B*M, N*M)."""
+        n, m = self.num_classes, self.num_transforms
+        shape = tuple(shape)
+        if len(shape) != 2:
+            raise ValueError(f"AggregatedInference expects joint logits of shape "
+                             f"(B*M, N*M) = (B*{m}, {n * m}), got shape {shape}.")
+        b, width = shape
+        if width is not None and int(width) != n * m:
+            raise ValueError(
+                f"AggregatedInference expects joint logits with N*M = {n}*{m} = {n * m} "
+                f"columns (num_classes * num_transforms), got {int(width)} (shape "
+                f"{shape}); build it with the num_classes and num_transforms of the "
+                f"joint head.")
+        if b is not None and int(b) % m:
+            raise ValueError(self._batch_message(int(b)))
+
+    def _batch_message(self, batch):
+        m = self.num_transforms
+        rows = "B rows (B follows)" if batch is None else f"B={batch} rows"
+        return (f"AggregatedInference expects a batch of B*M rows, the M={m} "
+                f"transformations of each image in turn, but got {rows}, not a "
+                f"multiple of M={m}; feed all {m} transformed copies of every image "
+                f"(e.g. InputTransformations' expanded batch).")
+
     def call(self, joint_logits):
         n, m = self.num_classes, self.num_transforms
-        z = ops.reshape(ops.cast(joint_logits, "float32"), (-1, m, n, m))
+        self._check_shape(joint_logits.shape)
+        z = ops.cast(joint_logits, "float32")
+        if (joint_logits.shape[0] is None and m > 1
+                and keras.backend.backend() == "tensorflow"):
+            # The batch size is known only when the graph runs: assert it there. (XLA
+            # drops assertions, so a jit-compiled caller with an unknown batch size
+            # gets the reshape's error instead.)
+            import tensorflow as tf
+            batch = tf.shape(z)[0]
+            check = tf.debugging.Assert(
+                tf.equal(batch % m, 0),
+                [self._batch_message(None), "B =", batch])
+            with tf.control_dependencies([check]):
+                z = tf.identity(z)
+        z = ops.reshape(z, (-1, m, n, m))
         # z[b, j, k, j]: the logit of (k, j) for the input transformed by t_j.
         mask = ops.eye(m, dtype="float32")[None, :, None, :]
         return ops.sum(z * mask, axis=(1, 3)) / m
 
     def compute_output_shape(self, input_shape):
+        self._check_shape(input_shape)
         b = input_shape[0]
         return (None if b is None else b // self.num_transforms, self.num_classes)
 

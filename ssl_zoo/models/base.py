@@ -2,6 +2,7 @@
 checks, the one gradient step (mixed precision, replicas, XLA) and serialisation."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -13,6 +14,28 @@ from ssl_zoo.utils.labels import label_vector
 
 def _numpy_free_shape(shape):
     return tuple(None if d is None else int(d) for d in shape)
+
+
+def non_numeric_dtype(value, allow_bool=False):
+    """The dtype name of an array or tensor whose values are not numbers (strings,
+    objects, bools unless `allow_bool`), else None (numbers, or no dtype to read:
+    datasets, generators, dicts)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        if not (isinstance(value, (list, tuple)) and value
+                and isinstance(value[0], (str, bytes))):
+            return None
+        dtype = np.asarray(value).dtype
+    if isinstance(dtype, np.dtype):
+        if dtype.kind in ("iufb" if allow_bool else "iuf"):
+            return None
+        return f"str ({dtype.str})" if dtype.kind in "US" else dtype.name
+    try:
+        dtype = tf.as_dtype(dtype)
+    except TypeError:
+        return str(dtype)
+    numeric = dtype.is_floating or dtype.is_integer or (allow_bool and dtype.is_bool)
+    return None if numeric else dtype.name
 
 
 def inference_features(model, images):
@@ -178,6 +201,50 @@ class BackboneModel(PresetMixin, keras.Model):
                 layer.build(feature_shape)
 
     # ------------------------------------------------------------------ checks
+    def __call__(self, *args, **kwargs):
+        # Keras builds the model from the input's shape before `call` sees its
+        # dtype: check the dtype first, or strings would be reported as a bad shape.
+        images = args[0] if args else kwargs.get("images")
+        self.check_image_dtype(images)
+        return super().__call__(*args, **kwargs)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        # Keras converts arrays before any step runs, with an unhelpful "Invalid
+        # dtype" for strings: name the problem first.
+        self.check_array_dtypes(x, y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self.check_array_dtypes(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self.check_array_dtypes(x, None)
+        return super().predict(x, *args, **kwargs)
+
+    def check_image_dtype(self, images):
+        """TypeError unless `images` (array, tensor or KerasTensor) holds numbers."""
+        dtype = non_numeric_dtype(images)
+        if dtype is not None:
+            raise TypeError(
+                f"{type(self).__name__} expects numeric images (uint8, or float on the "
+                f"0..255 scale), got dtype {dtype}. Decode image files into arrays "
+                f"first (ssl_zoo.data.load_arrays reads image folders and .zip "
+                f"archives).")
+
+    def check_array_dtypes(self, x, y):
+        """Checks the dtypes of array inputs of `fit`/`evaluate`/`predict` (datasets
+        are checked batch by batch in `unpack`)."""
+        for leaf in keras.tree.flatten(x) if x is not None else ():
+            self.check_image_dtype(leaf)
+        for leaf in keras.tree.flatten(y) if y is not None else ():
+            dtype = non_numeric_dtype(leaf, allow_bool=True)
+            if dtype is not None:
+                raise TypeError(
+                    f"{type(self).__name__} expects integer class labels 0..N-1, got "
+                    f"dtype {dtype}; map class names to indices first (e.g. "
+                    f"numpy.unique(names, return_inverse=True)).")
+
     def check_image_shape(self, shape):
         channels = len(self.normalizer.mean)
         if len(shape) != 4:
@@ -195,10 +262,7 @@ class BackboneModel(PresetMixin, keras.Model):
                 f"{type(self).__name__} expects a single image tensor as input, got a "
                 f"{type(images).__name__}.")
         images = ops.convert_to_tensor(images)
-        dtype = tf.as_dtype(images.dtype)
-        if not (dtype.is_floating or dtype.is_integer):
-            raise TypeError(f"Images must be numeric (uint8 or float, 0..255 scale), got "
-                            f"dtype {dtype.name}.")
+        self.check_image_dtype(images)
         self.check_image_shape(tuple(images.shape))
         if self._recording_shape and self._trained_image_shape is None:
             shape = tuple(images.shape)

@@ -10,6 +10,7 @@ import keras
 
 from ssl_zoo.models.base import BackboneModel, LinearClassifierMixin
 from ssl_zoo.models.registry import MethodSpec, register_method
+from ssl_zoo.utils.io import load_model_file
 
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
@@ -26,8 +27,9 @@ class ClusterClassificationModel(LinearClassifierMixin, BackboneModel):
     Args:
         backbone: the new architecture (name, `keras.Model` or config).
         num_clusters: k, the number of pseudo-classes.
-        teacher: the pretext model: a path to a `.keras` file, or a model (not
-            saved in the config).
+        teacher: the pretext model: a path to a `.keras` file (loaded with
+            `ssl_zoo.utils.load_model_file`: a missing, truncated or non-Keras file
+            is named), or a model (not saved in the config).
         clustering: `ClusterPseudoLabeler` options (pca_dim, layer, l2_normalize,
             kmeans, batch_size, seed).
         width, mean, std, sync_batchnorm: see `BackboneModel`.
@@ -69,7 +71,7 @@ class ClusterClassificationModel(LinearClassifierMixin, BackboneModel):
         from ssl_zoo.evaluation.cluster_transfer import ClusterPseudoLabeler
         teacher = self.teacher
         if isinstance(teacher, str):
-            teacher = keras.saving.load_model(teacher)
+            teacher = load_model_file(teacher)
         options = {"progress": log is not None, "seed": 0, **self.clustering}
         labeler = ClusterPseudoLabeler(self.num_clusters, **options)
         labeler.fit(teacher, train)

@@ -189,7 +189,8 @@ class FixMatchModel(InferenceModeMixin, BackboneModel):
             return {"images": images, "labels": self.check_labels(y, images)}
         name = type(self).__name__
         if not isinstance(x, dict) or any(k not in x for k in STREAM_KEYS):
-            got = sorted(x) if isinstance(x, dict) else type(x).__name__
+            got = (sorted(x) if isinstance(x, dict) else "a single image tensor"
+                   if hasattr(x, "shape") else type(x).__name__)
             raise ValueError(
                 f"{name} trains on a labeled and an unlabeled stream: feed "
                 f"({{'images', 'unlabeled_weak', 'unlabeled_strong'}}, labels) batches, "

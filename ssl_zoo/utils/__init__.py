@@ -1,4 +1,5 @@
-"""Small helpers shared by the package: atomic file writes, file hashing, cache dir."""
+"""Small helpers shared by the package: atomic file writes, file hashing, checked model
+loading, cache dir."""
 
 from ssl_zoo.utils.io import (
     atomic_directory,
@@ -7,8 +8,9 @@ from ssl_zoo.utils.io import (
     atomic_write,
     atomic_write_json,
     default_cache_dir,
+    load_model_file,
     sha256_file,
 )
 
 __all__ = ["atomic_directory", "atomic_path", "atomic_write", "atomic_save_npy",
-           "atomic_write_json", "default_cache_dir", "sha256_file"]
+           "atomic_write_json", "default_cache_dir", "load_model_file", "sha256_file"]

@@ -1,4 +1,5 @@
-"""Files on disk: atomic writes, file hashing and the project's cache directory.
+"""Files on disk: atomic writes, file hashing, checked model loading and the project's
+cache directory.
 
 A reader never sees a half-written file: data goes to a temporary file in the same
 directory, is flushed and fsync'ed, then `os.replace`d over the target.
@@ -9,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -282,3 +284,75 @@ def directory_lock(directory, name=".lock"):
     finally:
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+_H5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def load_model_file(path, **kwargs):
+    """Loads a saved Keras model after checking the file is one.
+
+    `keras.saving.load_model` reports a truncated or foreign `.keras` file as "File
+    not found"; here a missing path raises FileNotFoundError, and a file that is not
+    a complete Keras v3 archive (a zip holding `config.json`) or HDF5 file
+    (legacy `.h5`) raises ValueError naming it. Loading uses `safe_mode=True` (no
+    deserialised lambdas).
+
+    Args:
+        path: a `.keras` file (or a legacy `.h5` / `.hdf5` file).
+        **kwargs: more `keras.saving.load_model` arguments (`custom_objects`,
+            `compile`).
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: `path` is a directory, or is truncated or not a Keras archive.
+
+    Example:
+    >>> p = os.path.join(tempfile.mkdtemp(), "model.keras")
+    >>> _ = open(p, "wb").write(b"PK\x03\x04 cut short")
+    >>> load_model_file(p)
+    Traceback (most recent call last):
+    ...
+    ValueError: ...model.keras is truncated or not a Keras archive (.keras)...
+    """
+    import keras
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; give the path of a saved "
+                                f"model (.keras file).")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory, not a Keras archive (.keras); a "
+                         f"SavedModel export is loaded with tf.saved_model.load or "
+                         f"keras.layers.TFSMLayer.")
+    if path.lower().endswith((".h5", ".hdf5")):
+        with open(path, "rb") as f:
+            if f.read(len(_H5_MAGIC)) != _H5_MAGIC:
+                raise ValueError(f"{path} is truncated or not an HDF5 model file (.h5).")
+    else:
+        problem = _keras_archive_problem(path)
+        if problem:
+            raise ValueError(f"{path} is truncated or not a Keras archive (.keras): "
+                             f"{problem}. Save it again with model.save(path).")
+    kwargs.setdefault("safe_mode", True)
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except zipfile.BadZipFile as e:   # a damaged member (bad CRC) in a complete zip
+        raise ValueError(f"{path} is truncated or not a Keras archive (.keras): {e}. "
+                         f"Save it again with model.save(path).") from None
+
+
+def _keras_archive_problem(path):
+    """Why `path` is not a Keras v3 archive (a zip with config.json), or None."""
+    if not zipfile.is_zipfile(path):
+        return "it is not a complete zip archive"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"its zip directory is unreadable ({e})"
+    if "config.json" not in names:
+        return f"it has no config.json (it holds {sorted(names)[:5]})"
+    return None

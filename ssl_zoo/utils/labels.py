@@ -1,5 +1,6 @@
 """The one static check of integer label vectors that losses and layers share."""
 
+import keras
 from keras import ops
 
 
@@ -16,12 +17,17 @@ def label_vector(labels, batch, owner):
 
     Raises:
         ValueError: the labels have another shape, or a known length other than `batch`.
+        TypeError: string labels.
 
     Example:
     >>> ops.convert_to_numpy(label_vector(ops.array([[3], [1]]), 2, "Example")).tolist()
     [3, 1]
     """
     labels = ops.convert_to_tensor(labels)
+    if keras.backend.standardize_dtype(labels.dtype) == "string":
+        raise TypeError(f"{owner} labels must be integer class ids, got strings; map "
+                        f"class names to indices first (e.g. numpy.unique(names, "
+                        f"return_inverse=True)).")
     shape = tuple(labels.shape)
     if len(shape) == 2 and shape[-1] == 1:
         labels = ops.reshape(labels, (-1,))

@@ -4,11 +4,17 @@ Checks shapes, dtypes, value ranges and labels, naming what is wrong and how to 
 """
 
 import os
+import zipfile
 
 import numpy as np
 
 from ssl_zoo.data.dataset import make_array_dataset
-from ssl_zoo.data.errors import DataError, ImageShapeError, LabelError
+from ssl_zoo.data.errors import (
+    CorruptArchiveError,
+    DataError,
+    ImageShapeError,
+    LabelError,
+)
 from ssl_zoo.data.sources.images import resize_uint8
 
 __all__ = ["from_arrays", "load_npz"]
@@ -42,6 +48,13 @@ def from_arrays(images, labels, *, num_classes=None, name="arrays", split="train
     ((4, 8, 8, 3), 255, 3)
     """
     images = np.asarray(images)
+    if images.dtype == bool or not (np.issubdtype(images.dtype, np.integer)
+                                    or np.issubdtype(images.dtype, np.floating)):
+        hint = (" Decode image files first, or pass their folder or .zip archive to "
+                "ssl_zoo.data.load_arrays." if images.dtype.kind in "USO" else "")
+        raise ImageShapeError(
+            f"{source}: images must be numbers (uint8 0..255, or integers/floats in "
+            f"0..255 or 0..1), got dtype {images.dtype}.{hint}")
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         hint = (" For (N, H, W) grayscale arrays add a channel axis: images[..., None]."
                 if images.ndim == 3 else "")
@@ -49,9 +62,6 @@ def from_arrays(images, labels, *, num_classes=None, name="arrays", split="train
             f"{source}: images must have shape (N, H, W, 3) or (N, H, W, 1), got "
             f"{images.shape}.{hint}")
     if images.dtype != np.uint8:
-        if images.dtype == bool or not (np.issubdtype(images.dtype, np.integer)
-                                        or np.issubdtype(images.dtype, np.floating)):
-            raise ImageShapeError(f"{source}: unsupported image dtype {images.dtype}.")
         lo, hi = (float(images.min()), float(images.max())) if images.size else (0, 0)
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 255:
             raise ImageShapeError(
@@ -107,7 +117,8 @@ def load_npz(path, split, image_size, num_classes):
         `ArrayDataset` named after the file.
 
     Raises:
-        DataError: when the keys are missing; ImageShapeError, LabelError.
+        DataError: when the keys are missing; CorruptArchiveError: a truncated or
+        non-zip file; ImageShapeError, LabelError.
 
     Example:
     >>> import os, tempfile
@@ -116,7 +127,18 @@ def load_npz(path, split, image_size, num_classes):
     >>> load_npz(p, "train", None, None).info.name
     'toy'
     """
-    with np.load(path, allow_pickle=False) as f:
+    def corrupt(reason):
+        return CorruptArchiveError(
+            f"{os.path.abspath(path)} is truncated or not an .npz (zip) archive "
+            f"({reason}); re-create it with numpy.savez(path, x=images, y=labels).")
+
+    if not zipfile.is_zipfile(path):
+        raise corrupt("no zip central directory")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise corrupt(e) from None
+    with archive as f:
         keys = set(f.files)
         for xk, yk in (("x", "y"), ("images", "labels")):
             if xk in keys and yk in keys:

@@ -13,6 +13,7 @@ import tensorflow as tf
 from ssl_zoo.data.cache import CacheEntry, file_digest, folder_digest
 from ssl_zoo.data.dataset import make_array_dataset, resolve_split
 from ssl_zoo.data.errors import (
+    CorruptArchiveError,
     CorruptImageError,
     EmptyClassError,
     EmptyDatasetError,
@@ -21,7 +22,7 @@ from ssl_zoo.data.errors import (
 )
 from ssl_zoo.data.sources.images import collect_decoded
 
-__all__ = ["IMAGE_EXTENSIONS", "load_files"]
+__all__ = ["IMAGE_EXTENSIONS", "load_files", "looks_like_zip", "open_zip"]
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -29,6 +30,47 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _SPLIT_DIR_NAMES = frozenset(
     {"train", "training", "test", "val", "validation", "valid", "unlabeled",
      "unlabelled", "extra", "all"})
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # first entry / empty archive
+
+
+def looks_like_zip(path):
+    """Whether a file is meant to be a zip archive: a .zip name or zip magic bytes
+    (even when it is too damaged for `zipfile.is_zipfile`)."""
+    if path.lower().endswith(".zip") or zipfile.is_zipfile(path):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in _ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def open_zip(path, where=None):
+    """`zipfile.ZipFile(path)`, or CorruptArchiveError naming a truncated or non-zip file.
+
+    Example:
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "cut.zip")
+    >>> _ = open(p, "wb").write(b"PK\x03\x04 cut short")
+    >>> open_zip(p)
+    Traceback (most recent call last):
+    ...
+    ssl_zoo.data.errors.CorruptArchiveError: ...cut.zip is truncated or not a zip archive...
+    """
+    where = where or os.path.abspath(path)
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise _corrupt_archive(where, e) from None
+
+
+def _corrupt_archive(where, reason):
+    return CorruptArchiveError(
+        f"{where} is truncated or not a zip archive ({reason}); re-download or "
+        f"re-create it (e.g. `zip -r data.zip <folder>`), or give the image folder "
+        f"itself.")
 
 
 def _is_image(name):
@@ -183,7 +225,7 @@ def load_files(path, split, image_size, cache_dir):
 
     Raises:
         EmptyDatasetError, EmptyClassError, LayoutError, SplitNotFoundError,
-        CorruptImageError.
+        CorruptImageError, CorruptArchiveError (a truncated or non-zip archive).
 
     Example:
     >>> import os, tempfile
@@ -199,6 +241,9 @@ def load_files(path, split, image_size, cache_dir):
     """
     is_zip = os.path.isfile(path)
     where = os.path.abspath(path)
+    if is_zip and not zipfile.is_zipfile(path):
+        # Checked before hashing it for the cache (cheap: reads the end of the file).
+        raise _corrupt_archive(where, "no zip central directory at its end")
     entry = None
     if cache_dir and is_zip:
         # An archive is keyed by its bytes, so the cache is checked before listing it.
@@ -207,7 +252,7 @@ def load_files(path, split, image_size, cache_dir):
         cached = entry.read()
         if cached is not None:
             return cached
-    zf = zipfile.ZipFile(path) if is_zip else None
+    zf = open_zip(path, where) if is_zip else None
     try:
         files, dirs = _scan_zip(zf) if is_zip else _scan_folder(path)
         top, chosen, class_names, entries = _resolve_layout(files, dirs, split, where)
