@@ -77,7 +77,33 @@ def get_metadata(name, root=None):
     return json.loads((path / METADATA_FILE).read_text())
 
 
+# The sha256 of each shipped preset's weights, held in code: a metadata file edited
+# beside altered weights (in an installed copy or a release) cannot vouch for them.
+SHIPPED_WEIGHTS_SHA256 = {
+    "sla_rotation_resnet32_cifar10":
+        "d25fc3938c5b80618fbcd56cc5f4d1b8cb32a9acecb5ef87a706117cf2dcc20a",
+    "supcon_resnet32_cifar10":
+        "4479ad35d97d3d56529b9c2da1c420e2c4b295a73e51f251a00d731c807c288e",
+    "supervised_resnet32_cifar10":
+        "2a1b28faa9eebabd4b3594b67ba75e284c58fb3c0b8534bb4a4dcb8e39971bf2",
+}
+
+
+def _check_shipped_hash(name, meta, root):
+    """PresetError if a shipped preset's metadata sha256 differs from the code's."""
+    expected = SHIPPED_WEIGHTS_SHA256.get(name)
+    if expected is None or pathlib.Path(root).resolve() != presets_dir().resolve():
+        return
+    if meta.get("weights_sha256") != expected:
+        raise PresetError(
+            f"Preset {name!r}: its metadata names weights with sha256 "
+            f"{meta.get('weights_sha256')}, but this ssl_zoo ships {expected}: the preset "
+            f"files were altered. Reinstall ssl_zoo, or save your own weights as a preset "
+            f"under another name.")
+
+
 def _fetch_weights(name, meta, root, cache_dir):
+    _check_shipped_hash(name, meta, root)
     origin = meta.get("weights_url") or (root / name / WEIGHTS_FILE).resolve().as_uri()
     cache_dir = pathlib.Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)  # else Keras falls back to /tmp/.keras

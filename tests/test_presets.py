@@ -127,3 +127,35 @@ def test_shipped_preset_reproduces_recorded_accuracy(name, shared_data, tmp_path
             model(sl.images.astype("float32"), training=False, **kw))
         acc = float(np.mean(logits.argmax(-1) == sl.labels))
         assert abs(acc - recorded) <= SLICE_TOLERANCE, (name, mode, acc, recorded)
+
+
+def test_shipped_weights_sha256_held_in_code_match_the_files():
+    from ssl_zoo.presets import SHIPPED_WEIGHTS_SHA256, get_metadata, presets_dir
+    from ssl_zoo.utils.io import sha256_file
+    assert set(SHIPPED_WEIGHTS_SHA256) == set(list_presets())
+    for name, digest in SHIPPED_WEIGHTS_SHA256.items():
+        assert get_metadata(name)["weights_sha256"] == digest
+        assert sha256_file(presets_dir() / name / "model.weights.h5") == digest
+
+
+def test_altered_weights_with_matching_metadata_are_refused(tmp_path, monkeypatch):
+    """Weights replaced together with their metadata's sha256: the hash held in code
+    still refuses them."""
+    import json
+    import shutil
+    from ssl_zoo.presets import PresetError, load_preset, presets_dir
+    from ssl_zoo.utils.io import sha256_file
+    name = "supervised_resnet32_cifar10"
+    root = tmp_path / "pretrained"
+    shutil.copytree(presets_dir(), root)
+    weights = root / name / "model.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF                      # one flipped byte
+    weights.write_bytes(bytes(data))
+    meta_path = root / name / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["weights_sha256"] = sha256_file(weights)
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.setenv("SSL_ZOO_PRESETS_DIR", str(root))
+    with pytest.raises(PresetError, match="the preset files were altered"):
+        load_preset(name, cache_dir=str(tmp_path / "cache"))
