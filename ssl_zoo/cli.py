@@ -59,6 +59,9 @@ flags.DEFINE_string("data_kwargs", None,
                     "Training-stream options as JSON or a .json path, e.g. "
                     "'{\"mu\": 2}' for semi-supervised methods.")
 flags.DEFINE_bool("mixed_precision", False, "Train under mixed_float16.")
+flags.DEFINE_enum("precision", None, ["float32", "float16", "bfloat16"],
+                  "Compute precision; overrides --mixed_precision (bfloat16: "
+                  "mixed_bfloat16, for CPUs with AVX512_BF16, TPUs, recent GPUs).")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
                   "tf.distribute strategy.")
@@ -105,7 +108,8 @@ def _config():
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         weight_decay=FLAGS.weight_decay, weight_decay_mode=FLAGS.weight_decay_mode,
         schedule=FLAGS.schedule, augment=FLAGS.augment, eval_every=FLAGS.eval_every,
-        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        mixed_precision=FLAGS.precision or FLAGS.mixed_precision,
+        jit_compile=FLAGS.jit_compile,
         strategy=FLAGS.strategy, model_dir=FLAGS.model_dir, cache_dir=FLAGS.cache_dir,
         seed=FLAGS.seed, method_kwargs=_method_kwargs(),
         data_kwargs=_json_flag("data_kwargs"), eval_keep=FLAGS.eval_keep)

@@ -56,10 +56,11 @@ def test_cli_train_evaluate_export_list(tmp_path):
     common = [f"--cache_dir={tmp_path / 'cache'}"]
     r = _cli("train", "--width=0.125", "--epochs=1", "--steps_per_epoch=2",
              "--batch_size=16", f"--model_dir={model_dir}", "--max_test_examples=64",
-             *common)
+             "--precision=bfloat16", *common)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "aggregated_accuracy" in r.stdout and "self_distill_accuracy" in r.stdout
-    assert (model_dir / "metrics.json").exists()
+    saved = json.loads((model_dir / "metrics.json").read_text())
+    assert saved["config"]["mixed_precision"] == "bfloat16"
 
     r = _cli("evaluate", f"--model_path={model_dir / 'model.keras'}", *common)
     assert r.returncode == 0, r.stderr[-2000:]
