@@ -409,13 +409,29 @@ def train_and_evaluate(cfg, log=print):
                          f"got {cfg.eval_every}.")
     policy = precision_policy(cfg.mixed_precision)
     previous = keras.mixed_precision.global_policy()
+    created = bool(cfg.model_dir) and not os.path.exists(cfg.model_dir)
     # The run's policy while its model is built, the caller's again afterwards.
     keras.mixed_precision.set_global_policy(policy)
     try:
         with _model_dir_lock(cfg.model_dir):
             return _train_and_evaluate(cfg, log)
+    except BaseException:
+        if created:   # a run that failed before writing anything leaves no directory
+            _remove_if_only_locks(cfg.model_dir)
+        raise
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _remove_if_only_locks(directory):
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    if all(name.startswith(".lock") for name in names):
+        for name in names:
+            os.remove(os.path.join(directory, name))
+        os.rmdir(directory)
 
 
 PRECISIONS = {False: "float32", True: "mixed_float16", "float32": "float32",

@@ -298,3 +298,14 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_one(tmp_p
     for key in ("accuracy", "balanced_accuracy", "loss"):
         assert resumed["metrics"][key] == pytest.approx(reference["metrics"][key],
                                                         abs=1e-4), key
+
+
+def test_a_run_that_fails_before_writing_leaves_no_model_dir(tmp_path):
+    model_dir = tmp_path / "new_run"
+    with pytest.raises(ValueError, match="Unknown data options"):
+        train_and_evaluate(TrainConfig(
+            method="supervised", dataset="digits", backbone="vgg_tile", width=0.0625,
+            epochs=1, steps_per_epoch=1, batch_size=8, verbose=0,
+            model_dir=str(model_dir), cache_dir=str(tmp_path / "cache"),
+            data_kwargs={"mu": 2}), log=lambda *_: None)
+    assert not model_dir.exists()
