@@ -30,7 +30,8 @@ from ssl_zoo.data.seeds import split_seed
 
 __all__ = ["PermutationSet", "hamming_permutations", "jigsaw_puzzles", "make_puzzle_view",
            "standardize_tiles", "reassemble", "default_tile_size",
-           "default_channel_shift", "CANDIDATE_POOL_SIZE", "EXHAUSTIVE_MAX_GRID"]
+           "default_channel_shift", "check_permutations", "CANDIDATE_POOL_SIZE",
+           "EXHAUSTIVE_MAX_GRID"]
 
 #: Largest grid whose permutation sets are chosen among all (grid^2)! orders (3: 9! =
 #: 362,880 candidates); larger grids choose among a seeded random pool.
@@ -387,7 +388,7 @@ def _puzzle_options(grid=3, cell_size=None, tile_size=None, crop_scale=(0.6, 1.0
                 max_occluded=int(max_occluded), normalize=bool(normalize))
 
 
-def _check_permutations(permutations, grid):
+def check_permutations(permutations, grid):
     """Permutations as an int32 numpy array (P, n) (or a checked symbolic tensor)."""
     n = grid * grid
     if tf.is_tensor(permutations) and not tf.executing_eagerly():
@@ -707,7 +708,7 @@ def jigsaw_puzzles(images, seed, permutations, *, grid=3, cell_size=None, tile_s
                           channel_shift=channel_shift, color_jitter=color_jitter,
                           grayscale_prob=grayscale_prob, min_occluded=min_occluded,
                           max_occluded=max_occluded, normalize=normalize)
-    perms = _check_permutations(permutations, opt["grid"])
+    perms = check_permutations(permutations, opt["grid"])
     return _generate(images, seed, tf.convert_to_tensor(perms, tf.int32), opt,
                      return_details)
 
@@ -746,7 +747,7 @@ def make_puzzle_view(permutations, **options):
         raise ValueError("make_puzzle_view makes a view that returns (tiles, labels); "
                          "call jigsaw_puzzles(..., return_details=True) for details.")
     opt = _puzzle_options(**options)
-    perms = _check_permutations(permutations, opt["grid"])
+    perms = check_permutations(permutations, opt["grid"])
     if tf.is_tensor(perms):
         raise TypeError("make_puzzle_view needs concrete permutations (a numpy array or "
                         "list), not a symbolic tensor.")

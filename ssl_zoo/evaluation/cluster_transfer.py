@@ -45,7 +45,8 @@ class ClusterPseudoLabeler:
             k-means, chunk_size, ...).
 
     Attributes (after `fit`):
-        pca: the fitted `PCAWhitening` (or None); kmeans: the fitted `KMeans`;
+        pca: the fitted `PCAWhitening` (or None); kmeans_model: the fitted `KMeans`;
+        assignments: (N,) cluster index of each fitted point;
         summary: dict with inertia, iterations, cluster-size statistics, empty
         clusters re-seeded, and the NMI against the fit data's labels.
 
@@ -111,8 +112,7 @@ class ClusterPseudoLabeler:
             features: (N, D) float features.
             labels: optional (N,) true labels (for the NMI in `summary`).
         """
-        features = np.asarray(features, np.float32)
-        _check_finite(features, "features")
+        features = np.asarray(features, np.float32)   # PCAWhitening / KMeans reject NaN
         if self.pca_dim is not None:
             self.pca = PCAWhitening(dim=int(self.pca_dim),
                                     l2_normalize=self.l2_normalize).fit(features)
@@ -135,15 +135,18 @@ class ClusterPseudoLabeler:
             "cluster_sizes": sizes.tolist(),
             "nmi": None if labels is None else nmi(labels, assignments),
         }
-        self._fit_assignments = assignments
+        self.assignments = assignments
         return self
 
     def predict(self, teacher, data):
         """Pseudo-labels (N,) int64 of `data`: the nearest fitted centre."""
+        return self.predict_features(self._extract(teacher, data)[0])
+
+    def predict_features(self, features):
+        """Pseudo-labels (N,) int64 of extracted (N, D) features: the nearest centre."""
         if self.kmeans_model is None:
             raise ValueError("ClusterPseudoLabeler.predict needs fit() first.")
-        return np.asarray(self.kmeans_model.predict(self.features(teacher, data)),
-                          np.int64)
+        return np.asarray(self.kmeans_model.predict(self._project(features)), np.int64)
 
 
 def cluster_pseudo_labels(teacher, data, num_clusters, label_data=None, **options):
@@ -175,7 +178,7 @@ def cluster_pseudo_labels(teacher, data, num_clusters, label_data=None, **option
     """
     labeler = ClusterPseudoLabeler(num_clusters, **options).fit(teacher, data)
     if label_data is None:
-        return labeler._fit_assignments.astype(np.int64), labeler
+        return labeler.assignments.astype(np.int64), labeler
     return labeler.predict(teacher, label_data), labeler
 
 
@@ -220,11 +223,10 @@ def kmeans_evaluate(model, train, test, num_classes, num_clusters=None, batch_si
     features, train_labels = labeler._extract(model, train)
     labeler.fit_features(features, train_labels)
     votes = np.zeros((k, int(num_classes)), np.int64)
-    np.add.at(votes, (labeler._fit_assignments, train_labels), 1)
+    np.add.at(votes, (labeler.assignments, train_labels), 1)
     cluster_class = votes.argmax(1)
     test_features, test_labels = labeler._extract(model, test)
-    test_clusters = np.asarray(labeler.kmeans_model.predict(labeler._project(
-        test_features)))
+    test_clusters = labeler.predict_features(test_features)
     metrics = classification_metrics(test_labels, cluster_class[test_clusters],
                                      int(num_classes),
                                      train_counts=class_counts(train_labels,

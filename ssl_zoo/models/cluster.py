@@ -68,13 +68,13 @@ class ClusterClassificationModel(LinearClassifierMixin, BackboneModel):
         """
         if self.teacher is None:
             return train
-        from ssl_zoo.evaluation.cluster_transfer import ClusterPseudoLabeler
+        from ssl_zoo.evaluation.cluster_transfer import cluster_pseudo_labels
         teacher = self.teacher
         if isinstance(teacher, str):
             teacher = load_model_file(teacher)
         options = {"progress": log is not None, "seed": 0, **self.clustering}
-        labeler = ClusterPseudoLabeler(self.num_clusters, **options)
-        labeler.fit(teacher, train)
+        pseudo, labeler = cluster_pseudo_labels(teacher, train, self.num_clusters,
+                                                **options)
         summary = labeler.summary
         self._clustering_summary = summary
         if log is not None:
@@ -84,8 +84,7 @@ class ClusterClassificationModel(LinearClassifierMixin, BackboneModel):
                 f"sizes {summary['cluster_size_min']}..{summary['cluster_size_max']} "
                 f"(median {summary['cluster_size_median']:g}), NMI vs labels "
                 f"{summary['nmi']:.4f}")
-        pseudo = labeler._fit_assignments
-        return dataclasses.replace(train, labels=pseudo.astype("int64"))
+        return dataclasses.replace(train, labels=pseudo)
 
     def training_details(self):
         """The clustering summary of the last `prepare_training_data`."""

@@ -4,10 +4,10 @@ permutation shuffled them. The encoder is what transfers (linear probe, kNN, clu
 classification into another network)."""
 
 import keras
-import numpy as np
 from keras import ops
 
-from ssl_zoo.data.jigsaw import hamming_permutations, make_puzzle_view, standardize_tiles
+from ssl_zoo.data.jigsaw import (check_permutations, hamming_permutations, make_puzzle_view,
+                                 standardize_tiles)
 from ssl_zoo.models.base import BackboneModel
 from ssl_zoo.models.registry import MethodSpec, register_method
 
@@ -83,13 +83,8 @@ class JigsawModel(BackboneModel):
                                             criterion=permutation_criterion,
                                             seed=int(permutation_seed))
             permutations = perm_set.permutations
-        permutations = np.asarray(permutations, dtype=np.int32)
+        permutations = check_permutations(permutations, grid)  # the generator's check
         n = grid * grid
-        if permutations.ndim != 2 or permutations.shape[1] != n or any(
-                sorted(row) != list(range(n)) for row in permutations.tolist()):
-            raise ValueError(f"permutations must be a (P, {n}) array of permutations of "
-                             f"range({n}) for grid={grid}; got shape "
-                             f"{permutations.shape}.")
         super().__init__(backbone=backbone, num_classes=len(permutations), **kwargs)
         self.grid = grid
         self.num_tiles = n
