@@ -67,6 +67,9 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
                   "tf.distribute strategy.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, backup (resume), TensorBoard logs, "
                     "final model.keras and metrics.json.")
+flags.DEFINE_integer("backup_every", None, "With --model_dir: also back up the training "
+                     "state every N steps (default: at each epoch end), so a killed run "
+                     "resumes losing at most N steps.", lower_bound=1)
 flags.DEFINE_string("cache_dir", None, "Cache of decoded images (default ~/.cache/ssl_zoo).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("model_path", None, "A saved .keras model (evaluate/export).")
@@ -110,7 +113,8 @@ def _config():
         schedule=FLAGS.schedule, augment=FLAGS.augment, eval_every=FLAGS.eval_every,
         mixed_precision=FLAGS.precision or FLAGS.mixed_precision,
         jit_compile=FLAGS.jit_compile,
-        strategy=FLAGS.strategy, model_dir=FLAGS.model_dir, cache_dir=FLAGS.cache_dir,
+        strategy=FLAGS.strategy, model_dir=FLAGS.model_dir,
+        backup_every=FLAGS.backup_every, cache_dir=FLAGS.cache_dir,
         seed=FLAGS.seed, method_kwargs=_method_kwargs(),
         data_kwargs=_json_flag("data_kwargs"), eval_keep=FLAGS.eval_keep)
 

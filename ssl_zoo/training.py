@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssl_zoo.backup import TrainingBackup, restore_backup, resume_plan
 from ssl_zoo.models.registry import get_method
 from ssl_zoo.optimizers import make_optimizer
 from ssl_zoo.utils.io import (atomic_path, atomic_write_json, directory_lock,
@@ -61,6 +63,7 @@ class TrainConfig:
     jit_compile: object = "auto"
     strategy: str = "default"
     model_dir: str = None
+    backup_every: int = None          # steps between backups (None: each epoch end)
     cache_dir: str = None
     seed: int = 0
     verbose: object = "auto"
@@ -407,13 +410,18 @@ def train_and_evaluate(cfg, log=print):
     if cfg.eval_every is not None and int(cfg.eval_every) < 1:
         raise ValueError(f"eval_every must be >= 1 (or None for no periodic evaluation), "
                          f"got {cfg.eval_every}.")
+    if cfg.backup_every is not None and not int(cfg.backup_every) >= 1:
+        raise ValueError(f"backup_every must be >= 1 steps (or None: a backup at each "
+                         f"epoch end), got {cfg.backup_every}.")
+    cfg = dataclasses.replace(cfg, model_dir=worker_model_dir(cfg.model_dir))
     policy = precision_policy(cfg.mixed_precision)
     previous = keras.mixed_precision.global_policy()
     created = bool(cfg.model_dir) and not os.path.exists(cfg.model_dir)
     # The run's policy while its model is built, the caller's again afterwards.
     keras.mixed_precision.set_global_policy(policy)
     try:
-        with _model_dir_lock(cfg.model_dir):
+        with (directory_lock(cfg.model_dir) if cfg.model_dir
+              else contextlib.nullcontext()):
             return _train_and_evaluate(cfg, log)
     except BaseException:
         if created:   # a run that failed before writing anything leaves no directory
@@ -459,13 +467,32 @@ def precision_policy(mixed_precision):
     return PRECISIONS[key]
 
 
-def _model_dir_lock(model_dir):
-    """One run per model_dir (per worker under MultiWorkerMirroredStrategy)."""
-    if not model_dir:
-        return contextlib.nullcontext()
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    name = ".lock" if not task else f".lock-{task.get('type')}-{task.get('index')}"
-    return directory_lock(model_dir, name)
+def worker_model_dir(model_dir):
+    """Where this process writes a run's files.
+
+    `model_dir` itself, except for a worker other than the chief of a multi-worker
+    cluster (`TF_CONFIG`), which writes to `model_dir/workers/<type>-<index>`: every
+    worker saves its backups (each restores its own on a restart), and the chief's
+    files are the run's. The chief is the `chief` task, or worker 0 of a cluster
+    without one.
+
+    Example:
+    >>> import json, os
+    >>> os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+    ...                                       "task": {"type": "worker", "index": 1}})
+    >>> worker_model_dir("runs/x")
+    'runs/x/workers/worker-1'
+    >>> del os.environ["TF_CONFIG"]
+    >>> worker_model_dir("runs/x")
+    'runs/x'
+    """
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task, cluster = config.get("task") or {}, config.get("cluster") or {}
+    if not model_dir or not task:
+        return model_dir
+    kind, index = task.get("type"), int(task.get("index", 0))
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return model_dir if chief else os.path.join(model_dir, "workers", f"{kind}-{index}")
 
 
 def _train_and_evaluate(cfg, log):
@@ -511,26 +538,23 @@ def _train_and_evaluate(cfg, log):
         counts = np.bincount(labeled.labels, minlength=info.num_classes)
         log(f"labeled split: {len(labeled)} images, per class {counts.tolist()}")
     steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
-    resumed = _backup_epoch(cfg.model_dir)
-    if resumed:
-        # The stream restarts with the process: skip the batches the backed-up epochs
-        # consumed, so the resumed run sees what an uninterrupted run would.
-        log(f"resuming from the backup of epoch {resumed} in {cfg.model_dir}")
-        train_ds = train_ds.skip(resumed * steps)
 
     with strategy.scope():
-        # Built up front so BackupAndRestore can restore into it.
+        # Built up front so a backup can be restored into it.
         model.build(_image_shape(train_ds.element_spec[0], model))
         model.compile(optimizer=make_optimizer(total_steps=steps * cfg.epochs, **recipe),
                       jit_compile=parse_jit_compile(cfg.jit_compile))
+        backup_dir = cfg.model_dir and os.path.join(cfg.model_dir, "backup")
+        epoch, batch = restore_backup(model, backup_dir, steps) if backup_dir else (0, 0)
+    if epoch or batch:
+        log(f"resuming from the backup of epoch {epoch}, step {batch} of the next "
+            f"({epoch * steps + batch} steps done) in {cfg.model_dir}")
 
     callbacks = [StopOnNonFinite()]
     if cfg.model_dir:
         os.makedirs(cfg.model_dir, exist_ok=True)
-        callbacks += [
-            keras.callbacks.BackupAndRestore(os.path.join(cfg.model_dir, "backup")),
-            AtomicModelCheckpoint(os.path.join(cfg.model_dir, "checkpoint.keras")),
-        ]
+        callbacks.append(AtomicModelCheckpoint(os.path.join(cfg.model_dir,
+                                                            "checkpoint.keras")))
         if importlib.util.find_spec("tensorboard") is not None:
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(cfg.model_dir, "logs")))
         else:
@@ -553,26 +577,37 @@ def _train_and_evaluate(cfg, log):
     verbose = cfg.verbose
     if verbose == "auto":  # a live progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
-    history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=verbose, shuffle=False).history
+    history = {}
+    # Each `fit` gets a stream built afresh (a second iterator of the same tf.data
+    # shuffle draws another order) that skips the batches consumed before it, by an
+    # earlier call or by the run a backup came from: a resumed run sees exactly the
+    # batches an uninterrupted one sees.
+    for i, part in enumerate(resume_plan(epoch, batch, cfg.epochs, steps)):
+        if i:
+            train_ds = make_train_stream(spec, stream_data, cfg.batch_size, view=view,
+                                         seed=cfg.seed, model=model, **cfg.data_kwargs)
+        part_callbacks = list(callbacks)
+        if backup_dir:
+            part_callbacks.append(TrainingBackup(
+                backup_dir, steps, save_freq=cfg.backup_every or "epoch",
+                batch_offset=part["batch_offset"]))
+        fitted = model.fit(train_ds.skip(part["skip"]), epochs=part["epochs"],
+                           initial_epoch=part["initial_epoch"],
+                           steps_per_epoch=part["steps_per_epoch"],
+                           callbacks=part_callbacks, verbose=verbose,
+                           shuffle=False).history
+        for key, values in fitted.items():
+            history.setdefault(key, []).extend(values)
     # Read before evaluate(), which resets the model's metrics.
     training_details = getattr(model, "training_details", dict)()
-    if cfg.model_dir:   # BackupAndRestore has deleted its backup: keep what was trained
+    if cfg.model_dir:   # keep what was trained (a rerun evaluates it), then drop the backup
         save_model_atomic(model, os.path.join(cfg.model_dir, "trained.keras"))
         atomic_write_json(os.path.join(cfg.model_dir, "trained.json"), _jsonable({
             "config": dataclasses.asdict(cfg), "history": history,
             "training_details": training_details}))
+        shutil.rmtree(backup_dir, ignore_errors=True)   # the trained model replaces it
     return _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,
                               training_details, periodic, start)
-
-
-def _backup_epoch(model_dir):
-    """Epochs done according to the BackupAndRestore backup in `model_dir` (0: none)."""
-    path = model_dir and os.path.join(model_dir, "backup", "training_metadata.json")
-    if not path or not os.path.exists(path):
-        return 0
-    with open(path, encoding="utf-8") as f:
-        return int(json.load(f).get("epoch", 0))
 
 
 def _finished_training(cfg):

@@ -38,8 +38,9 @@ def test_train_and_evaluate_writes_model_and_metrics(tmp_path):
     assert saved["config"]["method"] == "sla"
     reloaded = keras.models.load_model(tmp_path / "model.keras")
     assert isinstance(reloaded, SLAModel)
-    # the checkpoint and the backup of an interrupted run are there too
+    # the last epoch's checkpoint too; the backup is gone once training finished
     assert (tmp_path / "checkpoint.keras").exists()
+    assert not (tmp_path / "backup").exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
 

@@ -1,0 +1,172 @@
+"""Resumable training: a backup of the whole training state every N steps.
+
+`TrainingBackup` is the callback `train_and_evaluate` uses with a `model_dir`. Unlike
+Keras' `BackupAndRestore` it
+
+- writes every file atomically: the weights (model, optimizer state, random-generator
+  states) go to a new `step-<k>.weights.h5`, and only then does `state.json` point to
+  it, so a process killed at any instant leaves the previous consistent backup;
+- records the position inside the epoch (`batch`), so a run killed mid-epoch resumes
+  at the step after its last backup instead of at the start of the epoch (the trainer
+  skips the batches already consumed, see `resume_plan`);
+- never deletes itself when `fit` returns (the trainer removes it once the trained
+  model is safely on disk).
+
+Example:
+>>> import tempfile, numpy as np, keras
+>>> d = tempfile.mkdtemp()
+>>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+>>> model.compile(optimizer="sgd", loss="mse")
+>>> cb = TrainingBackup(d, steps_per_epoch=4, save_freq=3)
+>>> _ = model.fit(np.ones((16, 2)), np.ones(16), batch_size=4, epochs=1, verbose=0,
+...               callbacks=[cb])
+>>> state = read_backup_state(d)
+>>> state["epoch"], state["batch"], state["step"]
+(1, 0, 4)
+"""
+
+import glob
+import json
+import os
+
+import keras
+
+from ssl_zoo.utils.io import atomic_path, atomic_write_json
+
+STATE_FILE = "state.json"
+
+
+class BackupMismatchError(ValueError):
+    """A backup was written by a run with other steps per epoch or epochs."""
+
+
+def read_backup_state(directory):
+    """The backup state in `directory`: {'epoch', 'batch', 'step', 'steps_per_epoch',
+    'weights'} (`weights` an absolute path), or None when there is no backup.
+
+    `epoch` epochs and then `batch` batches of the next one were trained (`step` =
+    epoch * steps_per_epoch + batch optimizer steps).
+    """
+    path = directory and os.path.join(directory, STATE_FILE)
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        state = json.load(f)
+    state["weights"] = os.path.join(directory, state["weights"])
+    if not os.path.exists(state["weights"]):
+        raise FileNotFoundError(
+            f"{path} names {state['weights']}, which is missing: the backup was "
+            f"damaged outside ssl_zoo; delete {directory} to train from scratch.")
+    return state
+
+
+def restore_backup(model, directory, steps_per_epoch):
+    """Loads the backup of `directory` into the compiled `model` (weights, optimizer
+    state and step counter, random-generator states).
+
+    Returns:
+        (epoch, batch): where training stands, as in `read_backup_state`; (0, 0)
+        without a backup.
+
+    Raises:
+        BackupMismatchError: the backup was made with another `steps_per_epoch`.
+    """
+    state = read_backup_state(directory)
+    if state is None:
+        return 0, 0
+    if int(state["steps_per_epoch"]) != int(steps_per_epoch):
+        raise BackupMismatchError(
+            f"the backup in {directory} was written with {state['steps_per_epoch']} "
+            f"steps per epoch and this run has {steps_per_epoch}: resume with the same "
+            f"settings, or use another model_dir.")
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(state["weights"])
+    return int(state["epoch"]), int(state["batch"])
+
+
+def resume_plan(epoch, batch, epochs, steps_per_epoch):
+    """The `fit` calls that finish a run standing at (`epoch`, `batch`).
+
+    Returns:
+        A list of dicts {'initial_epoch', 'epochs', 'steps_per_epoch', 'skip',
+        'batch_offset'}: first the rest of a partly trained epoch (when `batch` > 0),
+        then the remaining whole epochs. `skip` is the number of batches of the
+        training stream consumed before that call starts.
+
+    Example:
+    >>> [tuple(p.values()) for p in resume_plan(1, 3, epochs=3, steps_per_epoch=10)]
+    [(1, 2, 7, 13, 3), (2, 3, 10, 20, 0)]
+    """
+    plan = []
+    if batch:
+        plan.append({"initial_epoch": epoch, "epochs": epoch + 1,
+                     "steps_per_epoch": steps_per_epoch - batch,
+                     "skip": epoch * steps_per_epoch + batch, "batch_offset": batch})
+        epoch += 1
+    if epoch < epochs:
+        plan.append({"initial_epoch": epoch, "epochs": epochs,
+                     "steps_per_epoch": steps_per_epoch,
+                     "skip": epoch * steps_per_epoch, "batch_offset": 0})
+    return plan
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Backs up the training state every `save_freq` steps and at every epoch end.
+
+    Args:
+        directory: where the backup lives (created on the first save).
+        steps_per_epoch: the run's steps per epoch (recorded, checked on resume).
+        save_freq: "epoch", or an int N: also back up whenever the step count is a
+            multiple of N (a killed run then loses fewer than N steps).
+        batch_offset: batches of the first epoch trained before this `fit` call
+            (when it finishes a partly trained epoch, see `resume_plan`).
+
+    Example:
+    >>> TrainingBackup("/tmp/run/backup", steps_per_epoch=100, save_freq=25).save_freq
+    25
+    """
+
+    def __init__(self, directory, steps_per_epoch, save_freq="epoch", batch_offset=0):
+        super().__init__()
+        if save_freq != "epoch" and not (isinstance(save_freq, int)
+                                         and not isinstance(save_freq, bool)
+                                         and save_freq >= 1):
+            raise ValueError(f"save_freq must be 'epoch' or an int >= 1 (steps), got "
+                             f"{save_freq!r}.")
+        self.directory = os.fspath(directory)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.save_freq = save_freq
+        self.batch_offset = int(batch_offset)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        position = self.batch_offset + batch + 1
+        step = self._epoch * self.steps_per_epoch + position
+        # At every multiple of save_freq steps; the last batch of an epoch is backed up
+        # by on_epoch_end.
+        if step % self.save_freq == 0 and position < self.steps_per_epoch:
+            self.save(self._epoch, position)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.batch_offset = 0
+        self.save(epoch + 1, 0)
+
+    def save(self, epoch, batch):
+        """Writes the backup of `epoch` whole epochs plus `batch` batches."""
+        step = epoch * self.steps_per_epoch + batch
+        name = f"step-{step:010d}.weights.h5"
+        os.makedirs(self.directory, exist_ok=True)
+        with atomic_path(os.path.join(self.directory, name)) as tmp:
+            self.model.save_weights(tmp)
+        atomic_write_json(os.path.join(self.directory, STATE_FILE), {
+            "epoch": epoch, "batch": batch, "step": step,
+            "steps_per_epoch": self.steps_per_epoch, "weights": name})
+        for old in glob.glob(os.path.join(self.directory, "step-*.weights.h5")):
+            if os.path.basename(old) != name:
+                os.remove(old)
