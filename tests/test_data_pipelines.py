@@ -16,11 +16,13 @@ from ssl_zoo.data import (
     normalize,
     rand_augment,
     random_grayscale,
+    random_pad_crop,
     strong_view,
     supcon_view,
     to_float,
     weak_view,
 )
+from ssl_zoo.data.seeds import split_seed
 
 VIEW_FNS = {"weak": weak_view, "strong": strong_view, "supcon": supcon_view}
 
@@ -244,3 +246,102 @@ def test_pipeline_under_two_replica_strategy(small, two_replica_strategy):
     x, y = next(iter(two_replica_strategy.experimental_distribute_dataset(ds)))
     assert [t.shape for t in x.values] == [(8, 16, 16, 3), (8, 16, 16, 3)]
     assert [t.dtype for t in y.values] == [tf.int64, tf.int64]
+
+
+# ----------------------------------------------- zero-padded crop (torchvision style)
+def _find_shift(padded, out, size):
+    """The (dy, dx) windows of `padded` equal to `out`."""
+    h, w = size
+    return [(dy, dx) for dy in range(padded.shape[0] - h + 1)
+            for dx in range(padded.shape[1] - w + 1)
+            if np.array_equal(padded[dy:dy + h, dx:dx + w], out)]
+
+
+def test_random_pad_crop_constant_mode_pads_with_zeros():
+    pad, h, w = 3, 6, 7
+    ones = tf.ones([24, h, w, 3])
+    out = random_pad_crop(ones, seed=4, pad=pad, mode="constant").numpy()
+    padded = np.pad(np.ones((h, w, 3), np.float32), ((pad, pad), (pad, pad), (0, 0)))
+    shifts = set()
+    for res in out:
+        found = _find_shift(padded, res, (h, w))
+        assert found, "output is not a window of the zero-padded image"
+        dy, dx = found[0]
+        shifts.add((dy, dx))
+        # Exact zeros where the window leaves the image, exact ones elsewhere.
+        inside = np.zeros((h + 2 * pad, w + 2 * pad), bool)
+        inside[pad:pad + h, pad:pad + w] = True
+        np.testing.assert_array_equal(res[..., 0] == 1.0, inside[dy:dy + h, dx:dx + w])
+        assert set(np.unique(res).tolist()) <= {0.0, 1.0}
+    assert len(shifts) > 8 and any(s != (pad, pad) for s in shifts)
+    assert (out == 0.0).any()
+    # Reflect mode of the same image never shows a zero.
+    assert (random_pad_crop(ones, seed=4, pad=pad).numpy() == 1.0).all()
+
+
+def test_random_pad_crop_constant_mode_windows_match_numpy_and_reflect_shifts():
+    pad = 4
+    x = _colorful(n=12, size=9, seed=3)
+    xf = x.numpy().astype(np.float32)
+    const = random_pad_crop(x, seed=9, pad=pad, mode="constant").numpy()
+    refl = random_pad_crop(x, seed=9, pad=pad).numpy()
+    for img, c, r in zip(xf, const, refl):
+        zero_padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="constant")
+        reflect_padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        found_c = _find_shift(zero_padded, c, img.shape[:2])
+        found_r = _find_shift(reflect_padded, r, img.shape[:2])
+        assert found_c and found_r
+        # Same seed, same shift: the mode changes only what fills the border.
+        assert set(found_c) & set(found_r)
+    # Padding wider than the image is fine with zeros (reflect needs pad < side).
+    wide = random_pad_crop(tf.ones([8, 3, 3, 1]), seed=0, pad=5, mode="constant").numpy()
+    assert wide.shape == (8, 3, 3, 1) and (wide == 0).all(axis=(1, 2, 3)).any()
+
+
+def test_random_pad_crop_reflect_is_the_default():
+    x = _colorful(n=8, size=10, seed=5)
+    default = random_pad_crop(x, seed=2).numpy()
+    np.testing.assert_array_equal(default, random_pad_crop(x, seed=2, mode="reflect"))
+    for img, res in zip(x.numpy().astype(np.float32), default):
+        assert _find_shift(np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="reflect"), res,
+                           img.shape[:2])
+    np.testing.assert_array_equal(weak_view(x, seed=1).numpy(),
+                                  weak_view(x, seed=1, pad_mode="reflect").numpy())
+    assert not np.array_equal(random_pad_crop(x, seed=2, mode="constant").numpy(), default)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: random_pad_crop(x, seed=0, mode="zeros"),
+    lambda x: random_pad_crop(x, seed=0, pad=0, mode="REFLECT"),
+    lambda x: weak_view(x, seed=0, pad_mode="symmetric"),
+    lambda x: strong_view(x, seed=0, pad_mode="edge"),
+])
+def test_bad_pad_mode_names_the_choices(call):
+    with pytest.raises(ValueError, match=r"'reflect', 'constant', got '"):
+        call(tf.zeros([2, 8, 8, 3]))
+
+
+def test_pad_mode_reaches_weak_and_strong_views():
+    x = tf.fill([16, 8, 8, 3], 200.0)
+    weak = weak_view(x, seed=6, pad_mode="constant").numpy()
+    assert set(np.unique(weak).tolist()) == {0.0, 200.0}
+    assert (weak_view(x, seed=6).numpy() == 200.0).all()
+    # With RandAugment applying nothing and no Cutout, the strong view is its weak view.
+    strong = strong_view(x, seed=6, pad_mode="constant", apply_prob=0.0,
+                         cutout_size=0).numpy()
+    np.testing.assert_array_equal(
+        strong, weak_view(x, split_seed(6, 3)[0], pad_mode="constant").numpy())
+    assert (strong == 0.0).any()
+
+
+def test_constant_pad_crop_inside_tf_function_and_tf_data():
+    x = _colorful(n=8, size=12, seed=7)
+    eager = random_pad_crop(x, seed=tf.constant([3, 1], tf.int64), mode="constant")
+    graph = tf.function(lambda t, s: random_pad_crop(t, seed=s, mode="constant"))
+    np.testing.assert_array_equal(graph(x, tf.constant([3, 1], tf.int64)).numpy(),
+                                  eager.numpy())
+    ds = tf.data.Dataset.from_tensors(x).map(
+        lambda t: weak_view(t, seed=tf.constant([3, 1], tf.int64), pad_mode="constant"))
+    np.testing.assert_array_equal(
+        next(iter(ds)).numpy(),
+        weak_view(x, seed=tf.constant([3, 1], tf.int64), pad_mode="constant").numpy())

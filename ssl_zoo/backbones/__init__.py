@@ -1,13 +1,24 @@
-"""Backbones: image -> pooled feature networks, built by name with `get_backbone`."""
+"""Backbones: image -> pooled feature networks, built by name with `get_backbone`.
+
+"resnet32_cifar" has 1x1-projection shortcuts; "resnet32_cifar_a" is the authors'
+ResNet-32 with parameter-free option-A shortcuts (`ZeroPadShortcut`), 0.46M parameters.
+"""
 
 import keras
 
-from ssl_zoo.backbones.resnet_cifar import resnet18_cifar, resnet32_cifar, resnet50_cifar
+from ssl_zoo.backbones.resnet_cifar import (
+    ZeroPadShortcut,
+    resnet18_cifar,
+    resnet32_cifar,
+    resnet32_cifar_a,
+    resnet50_cifar,
+)
 from ssl_zoo.backbones.tile_encoder import vgg_tile
 from ssl_zoo.backbones.wide_resnet import wide_resnet, wrn28_2
 
 BACKBONES = {
     "resnet32_cifar": resnet32_cifar,
+    "resnet32_cifar_a": resnet32_cifar_a,
     "resnet18_cifar": resnet18_cifar,
     "resnet50_cifar": resnet50_cifar,
     "wrn28_2": wrn28_2,
@@ -16,7 +27,15 @@ BACKBONES = {
 
 
 def list_backbones():
-    """Names accepted by `get_backbone`."""
+    """Names accepted by `get_backbone`, sorted.
+
+    Returns:
+        list of str.
+
+    Example:
+    >>> [n for n in list_backbones() if n.startswith("resnet32")]
+    ['resnet32_cifar', 'resnet32_cifar_a']
+    """
     return sorted(BACKBONES)
 
 
@@ -35,6 +54,8 @@ def get_backbone(name, width=1.0, input_shape=(None, None, 3), sync_batchnorm=Fa
     >>> net = get_backbone("resnet32_cifar", width=0.25)
     >>> net.output_shape
     (None, 16)
+    >>> get_backbone("resnet32_cifar_a", width=0.25).name  # option-A shortcuts
+    'resnet32_cifar_a'
     """
     if isinstance(name, keras.Model):
         return _set_sync_batchnorm(name, sync_batchnorm) if sync_batchnorm else name
@@ -54,5 +75,6 @@ def _set_sync_batchnorm(model, value=True):
     return model
 
 
-__all__ = ["BACKBONES", "get_backbone", "list_backbones", "resnet18_cifar",
-           "resnet32_cifar", "resnet50_cifar", "wide_resnet", "wrn28_2", "vgg_tile"]
+__all__ = ["BACKBONES", "ZeroPadShortcut", "get_backbone", "list_backbones",
+           "resnet18_cifar", "resnet32_cifar", "resnet32_cifar_a", "resnet50_cifar",
+           "wide_resnet", "wrn28_2", "vgg_tile"]

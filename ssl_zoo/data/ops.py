@@ -96,6 +96,10 @@ def _restore(x, single):
     return x[0] if single else x
 
 
+# `random_pad_crop` mode -> `tf.pad` mode ("constant" pads with zeros).
+_PAD_MODES = {"reflect": "REFLECT", "constant": "CONSTANT"}
+
+
 @register_op("to_float")
 def to_float(image):
     """Cast an image or batch to float32, keeping the 0..255 scale.
@@ -155,28 +159,43 @@ def random_flip(images, seed=None):
 
 
 @register_op("random_pad_crop")
-def random_pad_crop(images, seed=None, pad=4):
-    """Reflect-pad each image by `pad` pixels and crop a random window of the original size.
+def random_pad_crop(images, seed=None, pad=4, mode="reflect"):
+    """Pad each image by `pad` pixels and crop a random window of the original size.
+
+    `mode="reflect"` (the default) mirrors the image into the border, as the FixMatch
+    code does; `mode="constant"` pads with zeros (black), as torchvision's
+    `RandomCrop(32, padding=4)` in the SLA and SupCon authors' code does.
 
     Args:
-        images: (H, W, C) or (B, H, W, C); `pad` must be smaller than H and W.
+        images: (H, W, C) or (B, H, W, C); with `mode="reflect"`, `pad` must be
+            smaller than H and W.
         seed: None, an int, or a shape-[2] int tensor.
         pad: padding in pixels (0 disables).
+        mode: "reflect" or "constant" (zeros).
 
     Returns:
         float32 tensor of the same shape (an independent shift per image).
 
+    Raises:
+        ValueError: for another `mode`.
+
     Example:
     >>> float(random_pad_crop(tf.ones([2, 8, 8, 3]), seed=1).numpy().min())
     1.0
+    >>> x = random_pad_crop(tf.ones([16, 8, 8, 3]), seed=1, mode="constant")
+    >>> sorted(set(x.numpy().ravel().tolist()))  # some crops show the zero border
+    [0.0, 1.0]
     """
+    if mode not in _PAD_MODES:
+        raise ValueError(f"random_pad_crop mode must be one of "
+                         f"{', '.join(repr(m) for m in _PAD_MODES)}, got {mode!r}.")
     x, single = _as_batch(images)
     if pad <= 0:
         return _restore(x, single)
     shape = tf.shape(x)
     b, h, w = shape[0], shape[1], shape[2]
     s = split_seed(seed, 2)
-    xp = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    xp = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode=_PAD_MODES[mode])
     oy = tf.random.stateless_uniform([b], s[0], 0, 2 * pad + 1, dtype=tf.int32)
     ox = tf.random.stateless_uniform([b], s[1], 0, 2 * pad + 1, dtype=tf.int32)
     rows = oy[:, None] + tf.range(h)[None]

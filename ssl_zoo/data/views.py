@@ -142,31 +142,43 @@ def _float_view(images, seed=None):  # pylint: disable=unused-argument
 
 
 @register_view("weak")
-def weak_view(image, seed=None, pad=4):
-    """FixMatch weak view: random horizontal flip, reflect-pad by `pad`, random crop.
+def weak_view(image, seed=None, pad=4, pad_mode="reflect"):
+    """FixMatch weak view: random horizontal flip, pad by `pad`, random crop.
+
+    The registered "weak" view reflect-pads (FixMatch); `pad_mode="constant"` pads
+    with zeros like torchvision's `RandomCrop(32, padding=4)` (the SLA and SupCon
+    authors' code); pass e.g. `functools.partial(weak_view, pad_mode="constant")`
+    as a view to use it in a pipeline.
 
     Args:
         image: uint8 or float (H, W, 3) or a batch (B, H, W, 3), 0..255 scale.
         seed: None (ordinary random ops), an int, or a shape-[2] int tensor
             (stateless: same seed, same output).
         pad: padding in pixels before the crop back to (H, W).
+        pad_mode: "reflect" or "constant" (zeros), see `random_pad_crop`.
 
     Returns:
         float32 tensor of the same shape, 0..255.
+
+    Raises:
+        ValueError: for another `pad_mode`.
 
     Example:
     >>> import numpy as np
     >>> x = tf.constant(np.full((32, 32, 3), 7, np.uint8))
     >>> float(tf.reduce_max(tf.abs(weak_view(x, seed=0) - 7.0)))
     0.0
+    >>> y = weak_view(tf.fill([8, 32, 32, 3], 7.0), seed=0, pad_mode="constant")
+    >>> sorted(set(y.numpy().ravel().tolist()))
+    [0.0, 7.0]
     """
     s = split_seed(seed, 2)
-    return random_pad_crop(random_flip(image, s[0]), s[1], pad=pad)
+    return random_pad_crop(random_flip(image, s[0]), s[1], pad=pad, mode=pad_mode)
 
 
 @register_view("strong")
 def strong_view(image, seed=None, pad=4, num_ops=2, factor=0.5, cutout_size=0.5,
-                apply_prob=1.0, cutout_random_size=False):
+                apply_prob=1.0, cutout_random_size=False, pad_mode="reflect"):
     """FixMatch strong view: weak view + Keras RandAugment (0..255) + Cutout.
 
     The registered "strong" view uses the defaults; the flavours of the FixMatch and
@@ -184,17 +196,23 @@ def strong_view(image, seed=None, pad=4, num_ops=2, factor=0.5, cutout_size=0.5,
         apply_prob: probability that each RandAugment operation is applied.
         cutout_random_size: draw the Cutout side per image, uniformly up to
             `cutout_size`.
+        pad_mode: weak-view padding mode, "reflect" or "constant" (zeros).
 
     Returns:
         float32 tensor of the same shape, 0..255.
 
+    Raises:
+        ValueError: for another `pad_mode`.
+
     Example:
     >>> strong_view(tf.zeros([2, 32, 32, 3], tf.uint8), seed=0).shape
     TensorShape([2, 32, 32, 3])
+    >>> strong_view(tf.zeros([2, 32, 32, 3], tf.uint8), seed=0, pad_mode="constant").shape
+    TensorShape([2, 32, 32, 3])
     """
     s = split_seed(seed, 3)
-    x = rand_augment(weak_view(image, s[0], pad=pad), s[1], num_ops=num_ops, factor=factor,
-                     apply_prob=apply_prob)
+    x = rand_augment(weak_view(image, s[0], pad=pad, pad_mode=pad_mode), s[1],
+                     num_ops=num_ops, factor=factor, apply_prob=apply_prob)
     if cutout_size <= 0:
         return x
     return cutout(x, s[2], size=cutout_size, random_size=cutout_random_size)
