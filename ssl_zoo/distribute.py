@@ -229,6 +229,79 @@ def synchronized_state_scope():
         yield
 
 
-__all__ = ["STATE_AGGREGATION", "all_gather", "all_sum", "num_replicas", "replica_context",
+def is_multi_worker(strategy):
+    """True under a `MultiWorkerMirroredStrategy` of more than one worker.
+
+    Example:
+    >>> is_multi_worker(tf.distribute.get_strategy())
+    False
+    """
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def distribute_global_batches(strategy, dataset):
+    """A stream of global batches, split so every replica gets the same slice whatever
+    the number of workers.
+
+    tf.data's auto-sharding across workers rewrites the pipeline's `batch` to the
+    per-worker size, so a view applied to whole batches (seeded per batch: random
+    crops, RandAugment) would draw other augmentations than on one machine, and a
+    run's result would depend on the cluster. Here every worker builds the global
+    batch exactly as one process does and keeps its replicas' consecutive slices
+    (replica r of R gets rows [r B/R, (r + 1) B/R) of each leaf of B rows), which is
+    how a single-worker strategy splits a batch too. The price: each worker prepares
+    the whole global batch (the input work is multiplied by the number of workers).
+    Outside a multi-worker strategy `dataset` is returned unchanged.
+
+    Args:
+        strategy: the `tf.distribute` strategy.
+        dataset: a `tf.data.Dataset` of global batches; each leaf's batch size must
+            be static and divisible by the replicas (pipelines with
+            `drop_remainder=True` are).
+
+    Returns:
+        `dataset`, or a distributed dataset for `fit` under a multi-worker strategy.
+
+    Example:
+    >>> ds = tf.data.Dataset.from_tensors((tf.zeros([8, 2]), tf.zeros([8])))
+    >>> distribute_global_batches(tf.distribute.get_strategy(), ds) is ds
+    True
+    """
+    if not is_multi_worker(strategy):
+        return dataset
+    replicas = strategy.num_replicas_in_sync
+    for spec in tf.nest.flatten(dataset.element_spec):
+        rows = spec.shape[0] if spec.shape.rank else None
+        if rows is None or rows % replicas:
+            raise ValueError(
+                f"Every batch must have a static size divisible by the {replicas} "
+                f"replicas to split it across workers; got a leaf of shape {spec.shape} "
+                f"(batch with drop_remainder=True and a batch size divisible by "
+                f"{replicas}).")
+
+    def dataset_fn(context):
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def slices(t):
+            rows = t.shape[0] // replicas
+            part = t[first * rows:(first + local) * rows]
+            return tf.reshape(part, [local, rows, *t.shape[1:]])
+
+        def split(*element):
+            element = element[0] if len(element) == 1 else element
+            return tf.nest.map_structure(slices, element)
+
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)
+        return dataset.map(split).unbatch().with_options(options)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+__all__ = ["STATE_AGGREGATION", "all_gather", "all_sum", "distribute_global_batches",
+           "is_multi_worker", "num_replicas", "replica_context",
            "replica_id", "replica_offset", "state_weight", "synchronized_state_scope",
            "unscale_loss"]

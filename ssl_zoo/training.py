@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssl_zoo.backup import TrainingBackup, restore_backup, resume_plan
+from ssl_zoo.distribute import distribute_global_batches
 from ssl_zoo.models.registry import get_method
 from ssl_zoo.optimizers import make_optimizer
 from ssl_zoo.utils.io import (atomic_path, atomic_write_json, directory_lock,
@@ -591,7 +592,8 @@ def _train_and_evaluate(cfg, log):
             part_callbacks.append(TrainingBackup(
                 backup_dir, steps, save_freq=cfg.backup_every or "epoch",
                 batch_offset=part["batch_offset"]))
-        fitted = model.fit(train_ds.skip(part["skip"]), epochs=part["epochs"],
+        fitted = model.fit(distribute_global_batches(strategy, train_ds.skip(part["skip"])),
+                           epochs=part["epochs"],
                            initial_epoch=part["initial_epoch"],
                            steps_per_epoch=part["steps_per_epoch"],
                            callbacks=part_callbacks, verbose=verbose,

@@ -100,6 +100,10 @@ class AggregatedInference(keras.layers.Layer):
     (2, 3)
     """
 
+    # build() only checks the input shape: a model may mark it built (see
+    # BackboneModel._maybe_symbolic_build).
+    builds_no_weights = True
+
     def __init__(self, num_classes, num_transforms, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)

@@ -28,6 +28,10 @@ class ImageNormalization(keras.layers.Layer):
     1.0
     """
 
+    # build() only checks the input shape: a model may mark it built (see
+    # BackboneModel._maybe_symbolic_build).
+    builds_no_weights = True
+
     def __init__(self, mean=CIFAR10_MEAN, std=CIFAR10_STD, **kwargs):
         super().__init__(**kwargs)
         self.mean = tuple(float(m) for m in mean)

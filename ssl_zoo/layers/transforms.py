@@ -123,6 +123,10 @@ class InputTransformations(keras.layers.Layer):
     [4, 5, 6, 7, 0, 1, 2, 3]
     """
 
+    # build() only checks the input shape: a model may mark it built (see
+    # BackboneModel._maybe_symbolic_build).
+    builds_no_weights = True
+
     def __init__(self, transforms="rotation", **kwargs):
         super().__init__(**kwargs)
         self.transforms = transforms if isinstance(transforms, str) else list(transforms)

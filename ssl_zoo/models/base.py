@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from ssl_zoo.backbones import get_backbone
-from ssl_zoo.distribute import unscale_loss
+from ssl_zoo.distribute import is_multi_worker, unscale_loss
 from ssl_zoo.layers.normalization import CIFAR10_MEAN, CIFAR10_STD, ImageNormalization
 from ssl_zoo.utils.labels import label_vector
 
@@ -214,6 +214,29 @@ class BackboneModel(PresetMixin, keras.Model):
         self.check_array_dtypes(x, y)
         return super().fit(x, y, *args, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy, Keras reads a first batch, averages it over replicas with
+        # `strategy.reduce` (which fails under MultiWorkerMirroredStrategy: "Attempt
+        # to convert a value (PerReplica ...)") and resets the iterator (so training
+        # reads a second iterator, whose shuffle order differs from one device's),
+        # only to build the model from the batch's shape. A BackboneModel builds
+        # from its input shape and compiles no Keras loss or metrics: build here,
+        # without touching the data.
+        strategy = self._distribute_strategy
+        if (strategy is None or self._compile_loss is not None
+                or self._compile_metrics is not None):
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        with strategy.scope():
+            self._ensure_built()
+            for layer in self._flatten_layers():
+                # Layers whose build only checks shapes (they own no weights) are
+                # built by their first call in the step; `call` checks too.
+                if not layer.built and getattr(layer, "builds_no_weights", False):
+                    layer.built = True
+            if not all(layer.built for layer in self._flatten_layers()):
+                return super()._maybe_symbolic_build(iterator, data_batch)
+            self._symbolic_build(data_batch=())   # builds the optimizer only
+
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self.check_array_dtypes(x, y)
         return super().evaluate(x, y, *args, **kwargs)
@@ -412,13 +435,23 @@ class BackboneModel(PresetMixin, keras.Model):
             # is unpacked and checked in the plain graph around it.
             body = tf.function(body, jit_compile=True, reduce_retracing=True)
 
+        multi_worker = is_multi_worker(self.distribute_strategy)
+
         def step(data):
             self._recording_shape = True
             try:
                 batch = self.unpack(data, training=training)
             finally:
                 self._recording_shape = False
-            return body(batch)
+            logs = body(batch)
+            if multi_worker:
+                # Keras averages each log across workers with strategy.reduce("MEAN",
+                # v, axis=0), which fails on scalars (tensorflow/tensorflow#72388):
+                # give it shape (1,), and the mean over axis 0 of the replicas' values
+                # is the scalar mean.
+                logs = keras.tree.map_structure(
+                    lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, logs)
+            return logs
 
         jit_compile = self._jit_compile
         self._jit_compile = False
@@ -519,3 +552,4 @@ class LinearClassifierMixin:
 
     def update_metrics(self, batch, outputs, training):
         self.accuracy.update_state(outputs["labels"], outputs["logits"])
+
