@@ -182,3 +182,54 @@ def test_ssl_zoo_train_killed_with_sigkill_mid_epoch_resumes_from_its_step_backu
     metrics = json.loads((model_dir / "metrics.json").read_text())["metrics"]
     for key in ("accuracy", "balanced_accuracy", "loss"):
         assert metrics[key] == pytest.approx(reference["metrics"][key], abs=1e-4), key
+
+
+def test_a_truncated_cache_file_left_by_a_killed_process_is_rebuilt(tmp_path):
+    import tensorflow as tf
+    from ssl_zoo.data import load_arrays
+    root = tmp_path / "images"
+    rng = np.random.RandomState(0)
+    for c in ("cat", "dog"):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(3):
+            png = tf.io.encode_png(rng.randint(0, 256, (8, 8, 3)).astype("uint8"))
+            (root / "train" / c / f"{i}.png").write_bytes(png.numpy())
+    cache = tmp_path / "cache"
+    first = load_arrays(str(root), "train", cache_dir=str(cache))
+    images = sorted(cache.glob("*.images.npy"))
+    assert len(images) == 1
+    data = images[0].read_bytes()
+    images[0].write_bytes(data[:len(data) // 3])       # what a kill mid-write leaves
+    again = load_arrays(str(root), "train", cache_dir=str(cache))
+    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    assert images[0].read_bytes() == data               # rebuilt, not kept truncated
+
+
+def test_float16_loss_scaling_skips_overflowing_steps_and_keeps_weights_finite():
+    """mixed_float16: a step whose scaled gradients overflow changes no weight and
+    halves the loss scale; NaN/Inf never reaches the float32 weights."""
+    from ssl_zoo.models import SupervisedModel
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = SupervisedModel("vgg_tile", num_classes=3, width=0.0625)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01),
+                                                    initial_scale=2.0 ** 40)
+    model.compile(optimizer=optimizer)
+    rng = np.random.RandomState(0)
+    x = rng.uniform(0, 255, (8, 8, 8, 3)).astype("float32")
+    y = np.arange(8) % 3
+    model.build(x.shape)
+    def trainable():
+        return [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+
+    before = trainable()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert float(keras.ops.convert_to_numpy(optimizer.dynamic_scale)) == 2.0 ** 39
+    # the overflowing step was skipped (batch-norm statistics move in the forward pass)
+    for a, b in zip(trainable(), before):
+        np.testing.assert_array_equal(a, b)
+    model.fit(x, y, batch_size=8, epochs=40, verbose=0)   # the scale comes down, it trains
+    assert all(np.isfinite(w).all() for w in _weights(model))
+    after = trainable()
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before))
+    assert float(keras.ops.convert_to_numpy(optimizer.dynamic_scale)) < 2.0 ** 39

@@ -174,3 +174,21 @@ def test_mirrored_training_matches_one_device_over_several_steps(method, tmp_pat
         copies = [keras.ops.convert_to_numpy(c) for c in getattr(w.value, "values", ())]
         for c in copies[1:]:
             np.testing.assert_array_equal(c, copies[0], err_msg=w.path)
+
+
+def test_xla_on_two_replicas_is_refused_with_a_clear_error():
+    """Neither a nested XLA body (it cannot hold the cross-replica sums) nor Keras' own
+    whole-step XLA (variables on another logical CPU) trains on 2 replicas here: say so
+    instead of failing deep inside TensorFlow."""
+    from harness import one_batch_dataset, two_cpu_strategy
+    from ssl_zoo.models import SLAModel
+    rng = np.random.RandomState(0)
+    x = rng.randint(0, 256, (8, 8, 8, 3)).astype("float32")
+    y = np.arange(8) % 3
+    with two_cpu_strategy().scope():
+        model = SLAModel("vgg_tile", num_classes=3, width=0.0625, sync_batchnorm=True)
+        model.build(x.shape)
+        model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=True)
+    with pytest.raises(ValueError, match=r"jit_compile=True is not supported on 2 "
+                                         r"replicas: compile with jit_compile=False"):
+        model.fit(one_batch_dataset(x, y), epochs=1, verbose=0)

@@ -430,6 +430,16 @@ class BackboneModel(PresetMixin, keras.Model):
         training = kind == "train"
         body = self._train_body if training else self._test_body
         xla = self.jit_compile is True and not self.run_eagerly
+        # A nested XLA function cannot hold the cross-replica sums of a multi-replica
+        # step (gradients, synchronised batch norm: "merge_call called while defining
+        # a new graph"), and Keras' own whole-step XLA fails on replicas of one host's
+        # CPU ("Trying to access resource ... located in device CPU:1").
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if xla and replicas > 1:
+            raise ValueError(
+                f"jit_compile=True is not supported on {replicas} replicas: compile with "
+                f"jit_compile=False or 'auto' (which is graph mode with TensorFlow) "
+                f"under a multi-replica strategy.")
         if xla:
             # XLA drops graph assertions: only the step body is compiled; the batch
             # is unpacked and checked in the plain graph around it.
