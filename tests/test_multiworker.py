@@ -101,7 +101,11 @@ def _assert_same_weights(model, reference, what, atol=ATOL, trainable_only=False
                                    err_msg=f"{w1.path}: {what}")
 
 
-@pytest.mark.parametrize("method", sorted(CASES) + sorted(WORKERS_AGREE_ONLY))
+# The default suite runs the supervised case (~15 s of two worker processes); the
+# others under `-m slow` (the suite's 15-minute budget on 2 cores).
+@pytest.mark.parametrize("method", [
+    pytest.param(m, marks=[] if m == "supervised" else [pytest.mark.slow], id=m)
+    for m in sorted(CASES) + sorted(WORKERS_AGREE_ONLY)])
 def test_two_workers_train_like_one_process(method, tmp_path):
     common = _config(method, tmp_path, **{**CASES, **WORKERS_AGREE_ONLY}[method])
     model_dir = tmp_path / "workers"
@@ -143,7 +147,9 @@ def _mirrored_params():
     from ssl_zoo.models import METHODS
     for name in sorted(METHODS):
         if name not in NEEDS_TEACHER and not METHODS[name].defaults:
-            yield name
+            # one method per batch structure by default, the rest under `-m slow`
+            marks = [] if name in ("sla", "supcon", "daso") else [pytest.mark.slow]
+            yield pytest.param(name, marks=marks, id=name)
 
 
 @pytest.mark.parametrize("method", list(_mirrored_params()))
