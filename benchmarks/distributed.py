@@ -56,7 +56,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from timing import time_interleaved  # noqa: E402
+from timing import stream_batch, time_interleaved  # noqa: E402
 
 flags.DEFINE_list("methods", ["sla", "supcon", "daso"], "Registered methods.")
 flags.DEFINE_string("backbone", "resnet32_cifar", "Backbone.")
@@ -90,16 +90,6 @@ def _split_cpu():
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-
-
-def _global_batch(spec, data, batch_size):
-    """One (x, y) batch of the method's training stream, as numpy."""
-    import keras
-
-    from ssl_zoo.training import make_train_stream
-    kwargs = {"mu": FLAGS.mu} if spec.stream == "semi_supervised" else {}
-    ds = make_train_stream(spec, data, batch_size, seed=0, **kwargs)
-    return keras.tree.map_structure(np.asarray, next(iter(ds)))
 
 
 def _shards(batch, parts):
@@ -241,7 +231,7 @@ def main(_):
     results = {}
     for name in FLAGS.methods:
         spec = get_method(name)
-        batch = _global_batch(spec, data, 2 * FLAGS.batch_size)
+        batch = stream_batch(spec, data, 2 * FLAGS.batch_size, FLAGS.mu)
         results[name] = {"global_batch_shapes": _shapes(batch)}
         for mode, jit in modes:
             print(f"{name} / {mode}", flush=True)

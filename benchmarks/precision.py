@@ -26,7 +26,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from timing import time_interleaved  # noqa: E402
+from timing import stream_batch, time_interleaved  # noqa: E402
 
 flags.DEFINE_list("methods", ["sla", "supcon", "daso", "jigsaw"], "Registered methods.")
 flags.DEFINE_string("backbone", "resnet32_cifar",
@@ -49,15 +49,12 @@ def method_batch(spec, model, rng):
     import tensorflow as tf
 
     from ssl_zoo.data import load_arrays
-    from ssl_zoo.training import make_train_stream
     n = max(2 * FLAGS.batch_size * (FLAGS.mu + 1), 512)
     size = image_size(spec)
     images = rng.randint(0, 256, (n, size, size, 3)).astype("uint8")
     data = load_arrays((images, np.arange(n) % 10), cache_dir=False)
-    kwargs = {"mu": FLAGS.mu} if spec.stream == "semi_supervised" else {}
-    stream = make_train_stream(spec, data, FLAGS.batch_size, seed=0, model=model, **kwargs)
-    x, y = next(iter(stream))
-    return tf.nest.map_structure(tf.constant, (x, y))
+    batch = stream_batch(spec, data, FLAGS.batch_size, FLAGS.mu, model=model)
+    return tf.nest.map_structure(tf.constant, batch)
 
 
 def image_size(spec):

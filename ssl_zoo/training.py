@@ -7,6 +7,7 @@ with checkpoints that survive interruption, evaluates it and writes the metrics.
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -530,9 +531,9 @@ def _train_and_evaluate(cfg, log):
     prepare = getattr(model, "prepare_training_data", None)
     stream_data = prepare(train, log=log) if callable(prepare) else train
     # One endless shuffled stream; an epoch is `steps` batches, so no epoch runs dry.
-    train_ds, labeled = make_train_stream(spec, stream_data, cfg.batch_size, view=view,
-                                          seed=cfg.seed, return_labeled=True,
-                                          model=model, **cfg.data_kwargs)
+    stream = functools.partial(make_train_stream, spec, stream_data, cfg.batch_size,
+                               view=view, seed=cfg.seed, model=model, **cfg.data_kwargs)
+    train_ds, labeled = stream(return_labeled=True)
     if labeled is stream_data:
         labeled = train
     else:
@@ -585,8 +586,7 @@ def _train_and_evaluate(cfg, log):
     # batches an uninterrupted one sees.
     for i, part in enumerate(resume_plan(epoch, batch, cfg.epochs, steps)):
         if i:
-            train_ds = make_train_stream(spec, stream_data, cfg.batch_size, view=view,
-                                         seed=cfg.seed, model=model, **cfg.data_kwargs)
+            train_ds = stream()
         part_callbacks = list(callbacks)
         if backup_dir:
             part_callbacks.append(TrainingBackup(
