@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -35,8 +36,8 @@ class TrainConfig:
 
     Example:
     >>> cfg = TrainConfig(method="sla", dataset="digits", epochs=1)
-    >>> cfg.backbone
-    'resnet32_cifar'
+    >>> cfg.backbone is None  # the method's backbone (`resolve_backbone`)
+    True
     """
 
     method: str = "sla"
@@ -47,7 +48,7 @@ class TrainConfig:
     test_split: str = "test"
     max_train_examples: int = None
     max_test_examples: int = None
-    backbone: str = "resnet32_cifar"
+    backbone: str = None              # None: the method's (`resolve_backbone`)
     width: float = 1.0
     epochs: int = 10
     steps_per_epoch: int = None
@@ -106,6 +107,22 @@ def parse_jit_compile(value):
 DEFAULT_RECIPE = {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True,
                   "weight_decay": 1e-4, "weight_decay_mode": "decoupled",
                   "schedule": "cosine", "warmup_steps": 0}
+
+
+DEFAULT_BACKBONE = "resnet32_cifar"
+
+
+def resolve_backbone(cfg, spec):
+    """The backbone of a run: `cfg.backbone`, else the method's, else DEFAULT_BACKBONE.
+
+    Example:
+    >>> from ssl_zoo.models import get_method
+    >>> resolve_backbone(TrainConfig(), get_method("sla"))  # the authors' option-A net
+    'resnet32_cifar_a'
+    >>> resolve_backbone(TrainConfig(backbone="wrn28_2"), get_method("sla"))
+    'wrn28_2'
+    """
+    return cfg.backbone or spec.backbone or DEFAULT_BACKBONE
 
 
 def resolve_recipe(cfg, spec):
@@ -293,7 +310,10 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
             (`model.make_view(image_shape, **data_kwargs)`, e.g. Jigsaw puzzles
             with the model's permutation set).
         **data_kwargs: stream options over the method's `spec.data_kwargs`; for a
-            model-made view, the view's options; for "semi_supervised" see
+            labeled stream and for a model-made view, the view's options (e.g.
+            `pad_mode="reflect"` for the weak view; a method's own option the chosen
+            view does not take is left out, the caller's is an error); for
+            "semi_supervised" see
             `semi_supervised_split` and `mu` (unlabeled images per labeled image),
             `strong` (the strong view's name) and `include_unlabeled_labels`
             (held-out truth for pseudo-label metrics).
@@ -321,9 +341,7 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
         view = model.make_view(tuple(train.images.shape[1:3]), **options)
         options = {}
     if spec.stream == "labeled":
-        if options:
-            raise ValueError(f"Unknown data options {sorted(options)} for a labeled "
-                             f"stream.")
+        view = _view_with_options(view, spec.data_kwargs, data_kwargs)
         ds = make_pipeline(train, batch_size, view=view, num_views=spec.num_views,
                            shuffle=True, seed=seed, drop_remainder=True, repeat=True)
         return (ds, train) if return_labeled else ds
@@ -335,6 +353,30 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
         strong=stream.get("strong", "strong"),
         include_unlabeled_labels=stream.get("include_unlabeled_labels", False))
     return (ds, labeled) if return_labeled else ds
+
+
+def _view_with_options(view, method_options, options):
+    """`view` with its keyword options bound: the method's that the view takes, and
+    every one of the caller's (an option the view does not take is a named error)."""
+    from ssl_zoo.data.views import resolve_view
+    if not method_options and not options:
+        return view
+    fn, emits_labels = resolve_view(view)
+    params = inspect.signature(fn).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    accepted = {k: v for k, v in method_options.items() if takes_any or k in params}
+    unknown = sorted(k for k in options if not (takes_any or k in params))
+    if unknown:
+        name = view if isinstance(view, str) else getattr(fn, "__name__", "view")
+        known = sorted(k for k in params if k not in ("image", "images", "seed"))
+        raise ValueError(f"Unknown data options {unknown} for the {name!r} view of a "
+                         f"labeled stream; it takes {known}.")
+    accepted.update(options)
+    if not accepted:
+        return view
+    bound = functools.partial(fn, **accepted)
+    bound.emits_labels = emits_labels
+    return bound
 
 
 def semi_supervised_split(train, *, seed=0, labeled_per_class=None, num_labeled_head=None,
@@ -381,7 +423,7 @@ def build_model(cfg, info, spec=None, sync_batchnorm=False):
     false}` keeps per-replica batch norm under a mirrored strategy).
     """
     spec = spec or get_method(cfg.method)
-    kwargs = dict(backbone=cfg.backbone, width=cfg.width, mean=info.mean, std=info.std,
+    kwargs = dict(backbone=resolve_backbone(cfg, spec), width=cfg.width, mean=info.mean, std=info.std,
                   sync_batchnorm=sync_batchnorm)
     if spec.class_labels:
         kwargs["num_classes"] = info.num_classes
@@ -415,7 +457,8 @@ def train_and_evaluate(cfg, log=print):
     if cfg.backup_every is not None and not int(cfg.backup_every) >= 1:
         raise ValueError(f"backup_every must be >= 1 steps (or None: a backup at each "
                          f"epoch end), got {cfg.backup_every}.")
-    cfg = dataclasses.replace(cfg, model_dir=worker_model_dir(cfg.model_dir))
+    cfg = dataclasses.replace(cfg, model_dir=worker_model_dir(cfg.model_dir),
+                              backbone=resolve_backbone(cfg, get_method(cfg.method)))
     policy = precision_policy(cfg.mixed_precision)
     previous = keras.mixed_precision.global_policy()
     created = bool(cfg.model_dir) and not os.path.exists(cfg.model_dir)

@@ -36,7 +36,11 @@ class MethodSpec:
             learning_rate, momentum, nesterov, weight_decay, weight_decay_mode,
             schedule, warmup_steps); fields the caller sets win.
         data_kwargs: the method's default stream options (`training.make_train_stream`),
-            e.g. `{"mu": 2, "strong": "strong_daso"}`; the caller's win.
+            e.g. `{"mu": 2, "strong": "strong_daso"}` or, for a labeled stream, the
+            view's options (`{"pad_mode": "constant"}`); the caller's win.
+        backbone: the backbone a run uses when its config names none (the
+            authors' network, e.g. "resnet32_cifar_a" for the SLA family);
+            None: `training.DEFAULT_BACKBONE`.
         class_labels: whether the model predicts the data set's classes (it is
             built with the data set's `num_classes` and trained on its labels).
             False for methods whose targets come from elsewhere (Jigsaw's
@@ -59,6 +63,7 @@ class MethodSpec:
     test_kwargs: dict = dataclasses.field(default_factory=dict)
     recipe: dict = dataclasses.field(default_factory=dict)
     data_kwargs: dict = dataclasses.field(default_factory=dict)
+    backbone: str = None
     class_labels: bool = True
 
     def __post_init__(self):

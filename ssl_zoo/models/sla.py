@@ -17,6 +17,8 @@ from ssl_zoo.losses.self_distill import SelfDistillationLoss
 from ssl_zoo.models.base import (BackboneModel, InferenceModeMixin,
                                  LinearClassifierMixin)
 from ssl_zoo.models.registry import MethodSpec, register_method
+from ssl_zoo.models.supervised import (CIFAR_RESNET_BACKBONE, CIFAR_RESNET_DATA,
+                                       CIFAR_RESNET_RECIPE)
 
 INFERENCE_MODES = ("single", "aggregated", "self_distill")
 
@@ -251,13 +253,17 @@ class MTModel(LinearClassifierMixin, TransformationModel):
                                              outputs["transform_logits"])
 
 
+# The authors' recipe for SLA and for the baselines they compare it with.
+_AUTHORS = {"recipe": CIFAR_RESNET_RECIPE, "backbone": CIFAR_RESNET_BACKBONE,
+            "data_kwargs": CIFAR_RESNET_DATA}
 register_method("sla", MethodSpec(
     SLAModel, "SLA: joint class x transformation labels with aggregation and "
-              "self-distillation (Lee et al. 2020)."))
+              "self-distillation (Lee et al. 2020).", **_AUTHORS))
 register_method("sla_no_sd", MethodSpec(
     SLAModel, "SLA without the self-distillation head (single/aggregated inference).",
-    defaults={"self_distill": False}))
+    defaults={"self_distill": False}, **_AUTHORS))
 register_method("da", MethodSpec(
-    DAModel, "DA baseline: transformations as label-preserving augmentation."))
+    DAModel, "DA baseline: transformations as label-preserving augmentation.", **_AUTHORS))
 register_method("mt", MethodSpec(
-    MTModel, "MT baseline: separate class and transformation heads, summed losses."))
+    MTModel, "MT baseline: separate class and transformation heads, summed losses.",
+    **_AUTHORS))

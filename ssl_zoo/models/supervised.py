@@ -5,6 +5,18 @@ import keras
 from ssl_zoo.models.base import BackboneModel, LinearClassifierMixin
 from ssl_zoo.models.registry import MethodSpec, register_method
 
+# The CIFAR ResNet recipe of the SLA authors' code (He et al.'s): SGD lr 0.1, momentum
+# 0.9 without Nesterov, weight decay 1e-4 as PyTorch applies it (coupled L2: wd * w is
+# added to the gradient before momentum), lr x0.1 at 50 % and 75 % of training
+# (their 40k / 60k of 80k iterations), batch 128; the option-A ResNet-32 and a crop
+# that pads with zeros. The supervised baseline and the whole SLA family use it, so
+# their comparison differs in the method only.
+CIFAR_RESNET_RECIPE = {"learning_rate": 0.1, "momentum": 0.9, "nesterov": False,
+                       "weight_decay": 1e-4, "weight_decay_mode": "coupled",
+                       "schedule": "step", "warmup_steps": 0}
+CIFAR_RESNET_BACKBONE = "resnet32_cifar_a"
+CIFAR_RESNET_DATA = {"pad_mode": "constant"}
+
 
 @keras.saving.register_keras_serializable(package="ssl_zoo")
 class SupervisedModel(LinearClassifierMixin, BackboneModel):
@@ -33,4 +45,6 @@ class SupervisedModel(LinearClassifierMixin, BackboneModel):
 
 
 register_method("supervised", MethodSpec(
-    SupervisedModel, "Plain cross-entropy classifier (the baseline)."))
+    SupervisedModel, "Plain cross-entropy classifier (the baseline).",
+    recipe=CIFAR_RESNET_RECIPE, backbone=CIFAR_RESNET_BACKBONE,
+    data_kwargs=CIFAR_RESNET_DATA))
