@@ -1,7 +1,16 @@
 """Trains the shipped presets on the real CIFAR-10 and writes them to pretrained/.
 
-    python benchmarks/train_presets.py                       # all presets (~35 min, 2 CPU cores)
-    python benchmarks/train_presets.py --presets=sla_rotation_resnet32_cifar10
+    python benchmarks/train_presets.py --methods=sla --epochs=100 --train_examples=50000 \
+        --model_dir=runs/presets        # resumable: rerun the same command after a kill
+    python benchmarks/train_presets.py --recipe=milestone1 --arch=resnet32_cifar \
+        --width=0.5 --epochs=8 --train_examples=10000    # the milestone-1 presets
+
+Presets are named `<arch>.<tag>` (`resnet32_cifar_a.sla_rotation_cifar10`). With
+`--recipe=authors` (the default) each method trains with its registry recipe, which is
+its authors' (SLA/supervised: SGD 0.1 without Nesterov, coupled L2 1e-4, x0.1 at 50/75
+%, option-A ResNet-32, zero-padded crop); `--recipe=milestone1` is the recipe of the
+first presets (Nesterov, decoupled weight decay, cosine, the reflect-padded weak view for
+every method, SupCon's two views included).
 
 Each preset records the command, the budget and the accuracy this script measured on
 the whole CIFAR-10 test split and on the fixed slice that tests/test_presets.py checks
@@ -22,15 +31,25 @@ sys.path.insert(0, _REPO)
 
 flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
                     "CIFAR-10 archive.")
-flags.DEFINE_list("presets", ["supervised_resnet32_cifar10", "sla_rotation_resnet32_cifar10",
-                              "supcon_resnet32_cifar10"], "Presets to train.")
-flags.DEFINE_float("width", 0.5, "ResNet-32 width multiplier.")
+flags.DEFINE_list("methods", ["supervised", "sla", "supcon"], "Methods to train.")
+flags.DEFINE_string("arch", None, "Backbone (default: the method's, resnet32_cifar_a for "
+                    "supervised/SLA).")
+flags.DEFINE_enum("recipe", "authors", ["authors", "milestone1"], "Optimizer recipe.")
+flags.DEFINE_float("width", 1.0, "ResNet-32 width multiplier.")
 flags.DEFINE_integer("epochs", 8, "Epochs.")
-flags.DEFINE_integer("train_examples", 10000, "Training subset (random, seed 0).")
+flags.DEFINE_integer("batch_size", 128, "Batch size (authors of SLA: 128).")
+flags.DEFINE_integer("train_examples", 50000, "Training subset (random, seed 0).")
+flags.DEFINE_string("precision", "float32", "float32 | bfloat16.")
+flags.DEFINE_string("model_dir", None, "Run directory root (resumable, step backups).")
+flags.DEFINE_integer("backup_every", 200, "Steps between backups (with --model_dir).")
 flags.DEFINE_string("out", os.path.join(_REPO, "pretrained"), "Presets directory.")
 FLAGS = flags.FLAGS
 
 SLICE_STEP = 20  # the fixed evaluation slice: test images 0, 20, 40, ...
+TAGS = {"supervised": "supervised_cifar10", "sla": "sla_rotation_cifar10",
+        "supcon": "supcon_cifar10"}
+MILESTONE1 = {"learning_rate": 0.1, "nesterov": True, "weight_decay_mode": "decoupled",
+              "schedule": "cosine"}
 PAPERS = {
     "supervised": "He et al., Deep Residual Learning, CVPR 2016 (arXiv 1512.03385)",
     "sla": "Lee, Hwang & Shin, Self-supervised Label Augmentation via Input "
@@ -58,20 +77,26 @@ def accuracies(model, data, modes=(None,)):
 
 
 def main(_):
+    from ssl_zoo.models import get_method
     from ssl_zoo.presets import save_preset
-    from ssl_zoo.training import TrainConfig, load_data, train_and_evaluate
-    common = dict(dataset=FLAGS.data, width=FLAGS.width, epochs=FLAGS.epochs,
-                  batch_size=64, learning_rate=0.1, augment="weak",
-                  max_train_examples=FLAGS.train_examples, verbose=2, seed=0)
-    budget = (f"ResNet-32 width {FLAGS.width}, {FLAGS.train_examples} random CIFAR-10 "
-              f"training images (seed 0), {FLAGS.epochs} epochs, batch 64, SGD nesterov "
-              f"lr 0.1 cosine, wd 1e-4, 2 CPU cores")
-    for name in FLAGS.presets:
-        method = {"supervised_resnet32_cifar10": "supervised",
-                  "sla_rotation_resnet32_cifar10": "sla",
-                  "supcon_resnet32_cifar10": "supcon"}[name]
+    from ssl_zoo.training import (TrainConfig, load_data, resolve_backbone, resolve_recipe,
+                                  train_and_evaluate)
+    for method in FLAGS.methods:
         start = time.time()
-        cfg = TrainConfig(method=method, **common)
+        extra = dict(MILESTONE1, data_kwargs={"pad_mode": "reflect"}) \
+            if FLAGS.recipe == "milestone1" and method != "supcon" else {}
+        if FLAGS.recipe == "milestone1" and method == "supcon":
+            extra = {"learning_rate": 0.1}
+        cfg = TrainConfig(
+            method=method, dataset=FLAGS.data, backbone=FLAGS.arch, width=FLAGS.width,
+            epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+            augment="weak" if FLAGS.recipe == "milestone1" else "auto",
+            max_train_examples=FLAGS.train_examples, verbose=2, seed=0,
+            mixed_precision=FLAGS.precision, backup_every=FLAGS.backup_every,
+            model_dir=FLAGS.model_dir and os.path.join(FLAGS.model_dir, method), **extra)
+        spec = get_method(method)
+        arch, recipe = resolve_backbone(cfg, spec), resolve_recipe(cfg, spec)
+        name = f"{arch}.{TAGS[method]}"
         out = train_and_evaluate(cfg, log=lambda s: print("  " + s, flush=True))
         model, info = out["model"], out["info"]
         _, test = load_data(TrainConfig(dataset=FLAGS.data, seed=0))
@@ -91,13 +116,21 @@ def main(_):
             full, on_slice = accuracies(model, test), accuracies(model, sl)
             description = (f"Supervised ResNet-32, CIFAR-10 (top-1 "
                            f"{100 * full['top1']:.1f}% at a CPU budget)")
-        flags_txt = (f"--presets={name} --width={FLAGS.width} --epochs={FLAGS.epochs} "
-                     f"--train_examples={FLAGS.train_examples}")
+        flags_txt = " ".join(f"--{k}={FLAGS[k].value}" for k in (
+            "recipe", "width", "epochs", "batch_size", "train_examples", "precision"))
+        flags_txt = f"--methods={method} --arch={arch} " + flags_txt
+        budget = (f"{arch} width {FLAGS.width}, {FLAGS.train_examples} random CIFAR-10 "
+                  f"training images (seed 0), {FLAGS.epochs} epochs, batch "
+                  f"{FLAGS.batch_size}, {FLAGS.precision}, recipe {recipe}, "
+                  f"{round(time.time() - start)} s on 2 CPU cores")
         meta = {
             "description": description,
             "class_name": type(model).__name__,
             "method": method,
-            "backbone": "resnet32_cifar", "width": FLAGS.width,
+            "backbone": arch, "width": FLAGS.width,
+            "weight_decay": {"mode": recipe["weight_decay_mode"],
+                             "value": recipe["weight_decay"]},
+            "recipe": recipe,
             "dataset": "CIFAR-10 (JPEG re-encoding, ../shared/data/cifar10-jpeg.zip)",
             "train_split": f"train, random subset of {FLAGS.train_examples}",
             "test_split": "test (10,000 images)",

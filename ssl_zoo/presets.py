@@ -1,5 +1,13 @@
 """Pretrained presets: name -> config, weights (sha256-verified) and metadata.
 
+Presets are named `arch.tag` (the timm / keras-hub convention): the backbone, then what
+trained it on what, e.g. `resnet32_cifar.sla_rotation_cifar10`. `list_presets(cls=...)`
+(or `SLAModel.presets`) lists them per model class; `load_preset(name, num_classes=K)`
+gives a new, freshly initialised head for K classes on the pretrained weights;
+`load_backbone(name)` (or `get_backbone(name)`, or a model's `backbone=name`) returns
+just the pretrained encoder, to start another method from it. Presets hold no
+optimizer: a loaded model is compiled by its user.
+
 Each preset lives in `pretrained/<name>/` (installed as `ssl_zoo/pretrained/<name>/`):
 `config.json` (the serialised Keras model), `model.weights.h5` and `metadata.json`
 (method, backbone, data, preprocessing, training command and budget, measured
@@ -12,8 +20,10 @@ replace it later without code changes.
 import json
 import os
 import pathlib
+import warnings
 
 import keras
+import numpy as np
 
 from ssl_zoo.utils.io import (
     atomic_directory,
@@ -49,12 +59,52 @@ def _complete(path):
     return all((path / f).is_file() for f in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE))
 
 
-def list_presets(root=None):
-    """{name: one-line description} of every complete preset.
+# Names of milestone 1, before the `arch.tag` convention: still load, with a warning.
+PRESET_ALIASES = {
+    "supervised_resnet32_cifar10": "resnet32_cifar.supervised_cifar10",
+    "sla_rotation_resnet32_cifar10": "resnet32_cifar.sla_rotation_cifar10",
+    "supcon_resnet32_cifar10": "resnet32_cifar.supcon_cifar10",
+}
+
+
+def resolve_name(name):
+    """The preset's `arch.tag` name; an old alias warns (DeprecationWarning).
 
     Example:
-    >>> "sla_rotation_resnet32_cifar10" in list_presets()  # doctest: +SKIP
+    >>> resolve_name("resnet32_cifar.supervised_cifar10")
+    'resnet32_cifar.supervised_cifar10'
+    """
+    name = str(name)
+    if name in PRESET_ALIASES:
+        new = PRESET_ALIASES[name]
+        warnings.warn(f"Preset {name!r} is now named {new!r}; the old name will be "
+                      f"removed.", DeprecationWarning, stacklevel=3)
+        return new
+    return name
+
+
+def _holds(meta, cls):
+    """Whether a preset's model is an instance of `cls` (its class or a subclass)."""
+    if cls is None:
+        return True
+    held = keras.saving.get_registered_object(f"ssl_zoo>{meta.get('class_name')}")
+    return held is not None and issubclass(held, cls)
+
+
+def list_presets(root=None, cls=None):
+    """{name: one-line description} of every complete preset (of class `cls`).
+
+    Args:
+        root: presets directory (default `presets_dir()`).
+        cls: only presets whose model is a `cls` (e.g. `SLAModel`); what
+            `SLAModel.presets` returns.
+
+    Example:
+    >>> from ssl_zoo import SLAModel
+    >>> "resnet32_cifar.sla_rotation_cifar10" in list_presets(cls=SLAModel)
     True
+    >>> "resnet32_cifar.supervised_cifar10" in SLAModel.presets
+    False
     """
     root = pathlib.Path(root) if root else presets_dir()
     if not root.is_dir():
@@ -63,14 +113,22 @@ def list_presets(root=None):
     for path in sorted(root.iterdir()):
         if path.is_dir() and _complete(path):
             meta = json.loads((path / METADATA_FILE).read_text())
-            out[path.name] = meta.get("description", "")
+            if _holds(meta, cls):
+                out[path.name] = meta.get("description", "")
     return out
 
 
 def get_metadata(name, root=None):
-    """The metadata dict of preset `name`."""
+    """The metadata dict of preset `name`.
+
+    Example:
+    >>> meta = get_metadata("resnet32_cifar.supervised_cifar10")
+    >>> meta["arch"], meta["num_classes"], meta["weight_decay"]["mode"]
+    ('resnet32_cifar', 10, 'decoupled')
+    """
     root = pathlib.Path(root) if root else presets_dir()
-    path = root / str(name)
+    name = resolve_name(name)
+    path = root / name
     if not (path.is_dir() and _complete(path)):
         known = ", ".join(list_presets(root)) or "(none installed)"
         raise PresetError(f"Unknown preset {name!r}. Known presets: {known}.")
@@ -80,12 +138,12 @@ def get_metadata(name, root=None):
 # The sha256 of each shipped preset's weights, held in code: a metadata file edited
 # beside altered weights (in an installed copy or a release) cannot vouch for them.
 SHIPPED_WEIGHTS_SHA256 = {
-    "sla_rotation_resnet32_cifar10":
-        "d25fc3938c5b80618fbcd56cc5f4d1b8cb32a9acecb5ef87a706117cf2dcc20a",
-    "supcon_resnet32_cifar10":
-        "4479ad35d97d3d56529b9c2da1c420e2c4b295a73e51f251a00d731c807c288e",
-    "supervised_resnet32_cifar10":
-        "2a1b28faa9eebabd4b3594b67ba75e284c58fb3c0b8534bb4a4dcb8e39971bf2",
+    "resnet32_cifar.sla_rotation_cifar10":
+        "8626e1286a680b6d419a833b90c71324099cd8a18026dd46f98a642f6005408c",
+    "resnet32_cifar.supcon_cifar10":
+        "fff86dc8642cf75f3cc40a83649fccdb34873736eedbd006c3866ceae0f16467",
+    "resnet32_cifar.supervised_cifar10":
+        "451eb0eb7bf0e733534ab85d2ce0ab8e5d587bf9c776404d0519d8e3dc3300c3",
 }
 
 
@@ -111,6 +169,9 @@ def _fetch_weights(name, meta, root, cache_dir):
     target = cache_dir / subdir / WEIGHTS_FILE
     if target.exists() and sha256_file(target) != meta["weights_sha256"]:
         target.unlink()  # a stale or damaged cached copy: fetch again
+    quiet = origin.startswith("file:") and keras.utils.is_interactive_logging_enabled()
+    if quiet:   # a local copy: no download progress bar
+        keras.utils.disable_interactive_logging()
     try:
         path = keras.utils.get_file(WEIGHTS_FILE, origin=origin,
                                     file_hash=meta["weights_sha256"], hash_algorithm="sha256",
@@ -120,6 +181,9 @@ def _fetch_weights(name, meta, root, cache_dir):
             target.unlink()  # leave no unverified weights in the cache
         raise PresetError(f"Preset {name!r}: could not fetch verified weights from "
                           f"{origin}: {e}") from e
+    finally:
+        if quiet:
+            keras.utils.enable_interactive_logging()
     if sha256_file(path) != meta["weights_sha256"]:
         raise PresetError(f"Preset {name!r}: the weights file {path} does not match the "
                           f"sha256 in its metadata (corrupt or truncated).")
@@ -128,35 +192,48 @@ def _fetch_weights(name, meta, root, cache_dir):
 
 def load_preset(name, cls=None, num_classes=None, image_size=None, root=None,
                 cache_dir=None):
-    """Builds the preset's model and loads its verified weights.
+    """Builds the preset's model and loads its verified weights (no optimizer).
 
     Args:
-        name: preset name (see `list_presets`).
+        name: preset name (see `list_presets`; old milestone-1 names warn).
         cls: if given, the preset's model must be an instance of this class.
-        num_classes: if given, must equal the preset's number of classes.
+        num_classes: if given and different from the preset's, the model is built
+            for `num_classes` classes: every weight whose shape does not depend on
+            the number of classes (the backbone, batch-norm statistics, projection
+            and transformation heads) is the preset's, the class-dependent heads are
+            freshly initialised (fine-tuning on another data set).
         image_size: if given, must equal the preset's input size (H == W).
         root: presets directory (default `presets_dir()`).
         cache_dir: weights cache (default $SSL_ZOO_CACHE or ~/.cache/ssl_zoo).
 
     Returns:
-        The built `keras.Model` with its weights.
+        The built, uncompiled `keras.Model` with its weights.
+
+    Raises:
+        PresetError: unknown preset, damaged weights, wrong class or image size, or
+            a model without a `num_classes` setting asked for other classes.
+
+    Example:
+    >>> model = load_preset("resnet32_cifar.supervised_cifar10", num_classes=100)
+    >>> model.num_classes, model.compiled
+    (100, False)
     """
     root = pathlib.Path(root) if root else presets_dir()
+    name = resolve_name(name)
     meta = get_metadata(name, root)
-    if num_classes is not None and int(num_classes) != meta["num_classes"]:
-        raise PresetError(f"Preset {name!r} has {meta['num_classes']} classes; "
-                          f"{num_classes} were asked for.")
     size = tuple(meta["input_shape"][:2])
     if image_size is not None:
         want = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if want != size:
             raise PresetError(f"Preset {name!r} takes {size[0]}x{size[1]} images; "
                               f"{want[0]}x{want[1]} were asked for (resize the data).")
-    config = json.loads((root / name / CONFIG_FILE).read_text())
-    try:
-        model = keras.saving.deserialize_keras_object(config)
-    except Exception as e:
-        raise PresetError(f"Preset {name!r}: its config could not be rebuilt: {e}") from e
+    config = _without_compile_config(json.loads((root / name / CONFIG_FILE).read_text()))
+    new_head = num_classes is not None and int(num_classes) != meta["num_classes"]
+    if new_head and "num_classes" not in config.get("config", {}):
+        raise PresetError(f"Preset {name!r} ({config.get('class_name')}) has no "
+                          f"num_classes setting to change to {num_classes}; use "
+                          f"load_backbone({name!r}) and a new model.")
+    model = _rebuild(name, config)
     if cls is not None and not isinstance(model, cls):
         raise PresetError(f"Preset {name!r} holds a {type(model).__name__}, not a "
                           f"{cls.__name__}; use {type(model).__name__}.from_preset.")
@@ -167,22 +244,133 @@ def load_preset(name, cls=None, num_classes=None, image_size=None, root=None,
     except Exception as e:
         raise PresetError(f"Preset {name!r}: the weights file {weights} could not be "
                           f"loaded into the model: {e}") from e
-    return model
+    if not new_head:
+        return model
+    config["config"] = {**config["config"], "num_classes": int(num_classes)}
+    target = _rebuild(name, config)
+    target.build((None,) + tuple(meta["input_shape"]))
+    transfer_matching_weights(model, target)
+    return target
+
+
+def _without_compile_config(config):
+    """The config with every (nested) `compile_config` removed: a preset is loaded
+    uncompiled, without the optimizer that trained it."""
+    if isinstance(config, dict):
+        return {k: _without_compile_config(v) for k, v in config.items()
+                if k != "compile_config"}
+    if isinstance(config, list):
+        return [_without_compile_config(v) for v in config]
+    return config
+
+
+def _rebuild(name, config):
+    try:
+        return keras.saving.deserialize_keras_object(config)
+    except Exception as e:
+        raise PresetError(f"Preset {name!r}: its config could not be rebuilt: {e}") from e
+
+
+def transfer_matching_weights(source, target):
+    """Copies each of `source`'s weights into the weight of `target` at the same
+    position when their shapes agree (two models built from one config that differ in
+    the number of classes); returns the paths of `target`'s weights left as they were.
+
+    Example:
+    >>> from ssl_zoo import SupervisedModel
+    >>> a = SupervisedModel("resnet32_cifar", num_classes=10, width=0.25)
+    >>> b = SupervisedModel("resnet32_cifar", num_classes=3, width=0.25)
+    >>> _ = a.build((None, 8, 8, 3)), b.build((None, 8, 8, 3))
+    >>> [p.split("/")[-1] for p in transfer_matching_weights(a, b)]
+    ['kernel', 'bias']
+    """
+    if len(source.weights) != len(target.weights):
+        raise PresetError(f"Cannot transfer weights between models with "
+                          f"{len(source.weights)} and {len(target.weights)} variables.")
+    kept = []
+    for src, dst in zip(source.weights, target.weights):
+        if tuple(src.shape) == tuple(dst.shape):
+            dst.assign(src)
+        else:
+            kept.append(dst.path)
+    return kept
+
+
+def _encoder_of(model):
+    """The backbone network of a preset's model (a LinearProbe's encoder's)."""
+    for owner in (model, getattr(model, "encoder", None)):
+        net = getattr(owner, "backbone", None)
+        if isinstance(net, keras.Model):
+            return net
+    raise PresetError(f"{type(model).__name__} has no backbone network to load.")
+
+
+def load_backbone(name, root=None, cache_dir=None):
+    """The pretrained encoder of preset `name`: images -> features, a `keras.Model`.
+
+    What a preset's model applies after normalising its input (the model's
+    `ImageNormalization` is not part of it): a model built on it with
+    `SupervisedModel(backbone=name)` normalises with the preset's mean/std unless
+    given others; `ssl-zoo train --backbone=<name>` uses the training data's.
+
+    Example:
+    >>> net = load_backbone("resnet32_cifar.supcon_cifar10")
+    >>> net.output_shape
+    (None, 32)
+    """
+    model = load_preset(name, root=root, cache_dir=cache_dir)
+    return _encoder_of(model)
+
+
+def is_preset_name(name):
+    """Whether `name` names an installed preset (or an old alias)."""
+    return isinstance(name, str) and (name in PRESET_ALIASES or name in list_presets())
+
+
+def _uncompiled_copy(model, config, metadata):
+    """`model`'s weights in a model rebuilt from its config without an optimizer
+    (Keras writes a compiled model's optimizer variables into its weights file)."""
+    if not getattr(model, "compiled", False):
+        return model
+    clean = keras.saving.deserialize_keras_object(config)
+    clean.build((None,) + tuple(metadata["input_shape"]))
+    clean.set_weights(model.get_weights())
+    return clean
 
 
 def save_preset(model, name, metadata, root=None):
     """Writes `model` as preset `name` (config, weights, metadata with sha256).
 
     Every file is written to a temporary directory first and the directory is moved
-    into place at the end, so an interrupted save leaves no preset that loads.
+    into place at the end, so an interrupted save leaves no preset that loads. The
+    preset holds no optimizer (neither its config nor its variables); the metadata
+    gains `arch` and `tag` (from `arch.tag`), `class_name`, `params` (Keras'
+    count, with batch-norm statistics) and `trainable_params`.
+
+    Args:
+        model: a built model.
+        name: `arch.tag`, e.g. "resnet32_cifar_a.sla_rotation_cifar10".
+        metadata: dict with at least `num_classes` and `input_shape` (H, W, C),
+            plus what a user needs to trust it: data, recipe, budget, metrics.
+        root: presets directory (default `presets_dir()`).
+
+    Returns:
+        The preset's directory.
     """
     root = pathlib.Path(root) if root else presets_dir()
     with atomic_directory(root / name) as tmp:
         tmp = pathlib.Path(tmp)
+        config = _without_compile_config(keras.saving.serialize_keras_object(model))
         with atomic_write(tmp / CONFIG_FILE, "w") as f:
-            json.dump(keras.saving.serialize_keras_object(model), f, indent=1)
-        model.save_weights(str(tmp / WEIGHTS_FILE))
-        meta = {**metadata, "name": name, "weights_file": WEIGHTS_FILE,
+            json.dump(config, f, indent=1)
+        _uncompiled_copy(model, config, metadata).save_weights(str(tmp / WEIGHTS_FILE))
+        arch, _, tag = str(name).partition(".")
+        meta = {"arch": arch, "tag": tag, "class_name": type(model).__name__,
+                **metadata, "name": name,
+                "params": int(model.count_params()),
+                "trainable_params": int(sum(np.prod(w.shape)
+                                            for w in model.trainable_weights)),
+                "weights_file": WEIGHTS_FILE,
                 "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
                 "weights_bytes": os.path.getsize(tmp / WEIGHTS_FILE),
                 "ssl_zoo_version": __version__}

@@ -46,8 +46,6 @@ def test_named_errors(tiny_preset):
     _, root, cache = tiny_preset
     with pytest.raises(PresetError, match="Unknown preset 'nope'.*tiny"):
         load_preset("nope", root=root, cache_dir=cache)
-    with pytest.raises(PresetError, match="4 classes; 10 were asked"):
-        SLAModel.from_preset("tiny", num_classes=10, root=root, cache_dir=cache)
     with pytest.raises(PresetError, match="takes 16x16 images; 32x32"):
         SLAModel.from_preset("tiny", image_size=32, root=root, cache_dir=cache)
     with pytest.raises(PresetError, match="holds a SLAModel, not a SupervisedModel"):
@@ -103,14 +101,16 @@ def _shipped():
 
 def test_shipped_presets_exist():
     names = _shipped()
-    assert {"supervised_resnet32_cifar10", "sla_rotation_resnet32_cifar10",
-            "supcon_resnet32_cifar10"} <= set(names), names
+    assert {"resnet32_cifar.supervised_cifar10", "resnet32_cifar.sla_rotation_cifar10",
+            "resnet32_cifar.supcon_cifar10"} <= set(names), names
     for name in names:
         meta = get_metadata(name)
         for key in ("method", "backbone", "dataset", "preprocessing", "training_command",
                     "budget", "metrics_test", "metrics_slice", "weights_sha256", "paper",
-                    "ssl_zoo_version"):
+                    "ssl_zoo_version", "params", "trainable_params", "weight_decay"):
             assert key in meta, (name, key)
+        assert name == f"{meta['arch']}.{meta['tag']}" and meta["arch"] == meta["backbone"]
+        assert meta["weight_decay"]["mode"] in ("coupled", "decoupled")
 
 
 @pytest.mark.parametrize("name", _shipped())
@@ -145,7 +145,7 @@ def test_altered_weights_with_matching_metadata_are_refused(tmp_path, monkeypatc
     import shutil
     from ssl_zoo.presets import PresetError, load_preset, presets_dir
     from ssl_zoo.utils.io import sha256_file
-    name = "supervised_resnet32_cifar10"
+    name = "resnet32_cifar.supervised_cifar10"
     root = tmp_path / "pretrained"
     shutil.copytree(presets_dir(), root)
     weights = root / name / "model.weights.h5"
@@ -159,3 +159,88 @@ def test_altered_weights_with_matching_metadata_are_refused(tmp_path, monkeypatc
     monkeypatch.setenv("SSL_ZOO_PRESETS_DIR", str(root))
     with pytest.raises(PresetError, match="the preset files were altered"):
         load_preset(name, cache_dir=str(tmp_path / "cache"))
+
+
+def test_old_preset_names_load_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match="now named 'resnet32_cifar.supervised"):
+        old = load_preset("supervised_resnet32_cifar10", cache_dir=tmp_path)
+    new = load_preset("resnet32_cifar.supervised_cifar10", cache_dir=tmp_path)
+    for a, b in zip(old.weights, new.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_presets_are_listed_per_class(tiny_preset):
+    from ssl_zoo import LinearProbe
+    from ssl_zoo.models.base import BackboneModel
+    _, root, _ = tiny_preset
+    assert list(list_presets(root, cls=SLAModel)) == ["tiny"]
+    assert list(list_presets(root, cls=BackboneModel)) == ["tiny"]   # a subclass
+    assert list_presets(root, cls=SupervisedModel) == {}
+    assert set(SLAModel.presets) == {"resnet32_cifar.sla_rotation_cifar10"}
+    assert set(LinearProbe.presets) == {"resnet32_cifar.supcon_cifar10"}
+    assert "resnet32_cifar.sla_rotation_cifar10" not in SupervisedModel.presets
+
+
+def test_a_preset_holds_no_optimizer(tiny_preset):
+    import h5py
+    model, root, cache = tiny_preset
+    model.compile(optimizer="sgd")
+    model.fit(np.zeros((4, 16, 16, 3)), np.arange(4), verbose=0)   # optimizer built
+    save_preset(model, "trained", {"num_classes": 4, "input_shape": [16, 16, 3]},
+                root=root)
+    assert "compile_config" not in (root / "trained" / "config.json").read_text()
+    with h5py.File(root / "trained" / WEIGHTS_FILE) as f:
+        assert "optimizer" not in f and len(f.keys()) > 0
+    loaded = load_preset("trained", root=root, cache_dir=cache)
+    assert not loaded.compiled
+    meta = get_metadata("trained", root)
+    assert meta["params"] == model.count_params()
+    assert meta["trainable_params"] == sum(int(np.prod(w.shape))
+                                           for w in model.trainable_weights)
+    assert (meta["arch"], meta["tag"]) == ("trained", "")
+
+
+def test_from_preset_with_other_classes_keeps_the_trunk_and_renews_the_heads(tiny_preset):
+    model, root, cache = tiny_preset
+    new = SLAModel.from_preset("tiny", num_classes=7, root=root, cache_dir=cache)
+    assert new.num_classes == 7 and not new.compiled
+    x = np.random.default_rng(1).uniform(0, 255, (3, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(new.backbone(new.normalizer(x), training=False),
+                               model.backbone(model.normalizer(x), training=False),
+                               atol=1e-6)
+    assert tuple(new(x, inference="single").shape) == (3, 7)
+    assert tuple(new(x, inference="self_distill").shape) == (3, 7)
+    renewed = [w for w, old in zip(new.weights, model.weights) if w.shape != old.shape]
+    assert renewed and all("head" in w.path or "dense" in w.path for w in renewed), \
+        [w.path for w in renewed]
+    new.compile(optimizer="sgd")   # and it fine-tunes on 7 classes
+    new.fit(x, np.array([0, 3, 6]), verbose=0)
+    with pytest.raises(Exception, match=r"labels must be in \[0, 7\)"):
+        new.fit(x, np.array([0, 3, 7]), verbose=0)
+
+
+def test_a_presets_encoder_starts_another_method(tmp_path, monkeypatch):
+    from ssl_zoo import LinearProbe
+    from ssl_zoo.backbones import get_backbone
+    from ssl_zoo.presets import load_backbone
+    monkeypatch.setenv("SSL_ZOO_CACHE", str(tmp_path))
+    name = "resnet32_cifar.supcon_cifar10"
+    probe = LinearProbe.from_preset(name)
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    want = probe.encoder.backbone(probe.encoder.normalizer(x), training=False)
+    for net in (load_backbone(name), get_backbone(name)):
+        np.testing.assert_allclose(net(probe.encoder.normalizer(x), training=False),
+                                   want, atol=1e-5)
+    # a supervised classifier starting from the SupCon encoder
+    clf = SupervisedModel(backbone=name, num_classes=3)   # with the preset's mean/std
+    np.testing.assert_allclose(clf.normalizer.mean, probe.encoder.normalizer.mean)
+    np.testing.assert_allclose(clf.backbone(clf.normalizer(x), training=False), want,
+                               atol=1e-5)
+    clf.compile(optimizer="sgd")
+    clf.fit(x, np.array([0, 2]), verbose=0)
+    path = tmp_path / "clf.keras"
+    clf.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded(x), clf(x), atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet32_cifar.nope'.*preset"):
+        get_backbone("resnet32_cifar.nope")

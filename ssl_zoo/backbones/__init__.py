@@ -43,7 +43,9 @@ def get_backbone(name, width=1.0, input_shape=(None, None, 3), sync_batchnorm=Fa
     """Build a backbone by name; it maps images (B, H, W, C) to features (B, D).
 
     Args:
-        name: one of `list_backbones()`, or a `keras.Model` (returned unchanged).
+        name: one of `list_backbones()`, a `keras.Model` (returned unchanged), or the
+            `arch.tag` name of a preset: its pretrained encoder (`width` is then the
+            preset's and the argument is ignored).
         width: channel multiplier (1.0 = the published architecture).
         input_shape: (H, W, C); spatial dims may be None.
         sync_batchnorm: compute batch-norm statistics over the global batch
@@ -56,12 +58,20 @@ def get_backbone(name, width=1.0, input_shape=(None, None, 3), sync_batchnorm=Fa
     (None, 16)
     >>> get_backbone("resnet32_cifar_a", width=0.25).name  # option-A shortcuts
     'resnet32_cifar_a'
+    >>> get_backbone("resnet32_cifar.supcon_cifar10").output_shape  # a preset's encoder
+    (None, 32)
     """
     if isinstance(name, keras.Model):
         return _set_sync_batchnorm(name, sync_batchnorm) if sync_batchnorm else name
+    if isinstance(name, str) and name not in BACKBONES:
+        from ssl_zoo.presets import is_preset_name, load_backbone
+        if is_preset_name(name):
+            net = load_backbone(name)
+            return _set_sync_batchnorm(net, sync_batchnorm) if sync_batchnorm else net
     if not isinstance(name, str) or name not in BACKBONES:
         raise ValueError(
-            f"Unknown backbone {name!r}. Known backbones: {', '.join(list_backbones())}.")
+            f"Unknown backbone {name!r}. Known backbones: {', '.join(list_backbones())} "
+            f"(or a preset's encoder: ssl_zoo.list_presets()).")
     if not width > 0:
         raise ValueError(f"Backbone width multiplier must be > 0, got {width}.")
     net = BACKBONES[name](width=width, input_shape=tuple(input_shape))

@@ -74,20 +74,55 @@ def inference_features(model, images):
     return features
 
 
+def _preset_statistics(backbone, mean, std):
+    """A preset encoder's input statistics (what it was trained with), else (mean, std)."""
+    from ssl_zoo.backbones import BACKBONES
+    if not isinstance(backbone, str) or backbone in BACKBONES:
+        return mean, std
+    from ssl_zoo.presets import get_metadata, is_preset_name
+    if not is_preset_name(backbone):
+        return mean, std
+    pre = get_metadata(backbone).get("preprocessing", {})
+    return pre.get("mean", mean), pre.get("std", std)
+
+
+class _ClassPresets:
+    """`Model.presets`: {name: description} of the installed presets of that class."""
+
+    def __get__(self, obj, cls):
+        from ssl_zoo.presets import list_presets
+        return list_presets(cls=cls)
+
+
 class PresetMixin:
-    """`from_preset` for every ssl_zoo model class."""
+    """`from_preset` and `presets` for every ssl_zoo model class."""
+
+    #: {name: description} of the installed presets holding this class (or a subclass).
+    presets = _ClassPresets()
 
     @classmethod
     def from_preset(cls, name, num_classes=None, image_size=None, **kwargs):
         """Builds a pretrained model from `ssl_zoo.presets` (sha256-verified weights).
 
         Args:
-            name: a name from `ssl_zoo.list_presets()`; the preset must hold this class.
-            num_classes, image_size: if given, must match the preset (else PresetError).
+            name: an `arch.tag` name from `cls.presets`; the preset must hold this class.
+            num_classes: if given and different from the preset's, a new freshly
+                initialised class head (and everything else pretrained) for
+                fine-tuning on `num_classes` classes.
+            image_size: if given, must match the preset (else PresetError).
             **kwargs: `root` (presets folder), `cache_dir` (weights cache).
 
+        Returns:
+            The built model with its weights and no optimizer (compile it to train).
+
         Example:
-        >>> model = SLAModel.from_preset("sla_rotation_resnet32_cifar10")  # doctest: +SKIP
+        >>> from ssl_zoo import SLAModel
+        >>> sorted(SLAModel.presets)
+        ['resnet32_cifar.sla_rotation_cifar10']
+        >>> model = SLAModel.from_preset("resnet32_cifar.sla_rotation_cifar10",
+        ...                              num_classes=100)
+        >>> model.num_classes, model.compiled
+        (100, False)
         """
         from ssl_zoo.presets import load_preset
         return load_preset(name, cls=cls, num_classes=num_classes, image_size=image_size,
@@ -116,11 +151,14 @@ class BackboneModel(PresetMixin, keras.Model):
 
     Args:
         backbone: a name from `ssl_zoo.backbones.list_backbones()`, a `keras.Model`
-            mapping images to (B, D) features, or its serialised config.
+            mapping images to (B, D) features, its serialised config, or a preset's
+            `arch.tag` name: that preset's pretrained encoder (e.g.
+            `SupervisedModel(backbone="resnet32_cifar.supcon_cifar10")`).
         num_classes: number of classes N, or None for an encoder without classes
             (labels are then not range-checked).
-        width: channel multiplier when `backbone` is a name.
-        mean, std: per-channel statistics on the 0..255 scale used inside the model.
+        width: channel multiplier when `backbone` is a name (a preset's is its own).
+        mean, std: per-channel statistics on the 0..255 scale used inside the model
+            (default: CIFAR-10's, or a preset encoder's own).
         sync_batchnorm: global-batch batch-norm statistics under `tf.distribute`.
 
     Example:
@@ -150,6 +188,8 @@ class BackboneModel(PresetMixin, keras.Model):
         self.sync_batchnorm = bool(sync_batchnorm)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
+        if mean is CIFAR10_MEAN and std is CIFAR10_STD:
+            mean, std = _preset_statistics(backbone, mean, std)
         self._backbone_name = backbone if isinstance(backbone, str) else None
         self.backbone = get_backbone(backbone, width=width, sync_batchnorm=sync_batchnorm)
         self.normalizer = ImageNormalization(mean, std, name="normalizer")
