@@ -204,12 +204,21 @@ class SimCLRModel(SupConModel):
         return config
 
 
+# The optimizer of the SupCon authors' code (main_supcon.py): SGD momentum 0.9 without
+# Nesterov, weight decay 1e-4 as PyTorch applies it (coupled L2), cosine decay; its
+# default lr 0.05 is for its default batch of 256 (the paper's 1024-image runs use 0.5
+# with a 10-epoch warm-up, which the code turns on above a batch of 256: set
+# `warmup_steps` and `learning_rate` for large batches).
+SUPCON_RECIPE = {"learning_rate": 0.05, "momentum": 0.9, "nesterov": False,
+                 "weight_decay": 1e-4, "weight_decay_mode": "coupled",
+                 "schedule": "cosine", "warmup_steps": 0}
+
 register_method("supcon", MethodSpec(
     SupConModel, "SupCon: supervised contrastive loss on two views, exact across "
                  "replicas; evaluated by linear probe (Khosla et al. 2020).",
-    view="supcon", num_views=2, evaluation="linear_probe",
+    view="supcon", num_views=2, evaluation="linear_probe", recipe=SUPCON_RECIPE,
     test_kwargs={"projection_dim": 8}))
 register_method("simclr", MethodSpec(
     SimCLRModel, "SimCLR / NT-Xent: SupCon without labels; evaluated by linear probe.",
-    view="supcon", num_views=2, evaluation="linear_probe",
+    view="supcon", num_views=2, evaluation="linear_probe", recipe=SUPCON_RECIPE,
     test_kwargs={"projection_dim": 8}))
