@@ -1,0 +1,111 @@
+"""Plots of the SLA protocol (benchmarks/results/sla.json) for docs/sla.md (needs
+matplotlib: pip install "ssl_zoo[docs]").
+
+    python benchmarks/plot_sla.py          # writes docs/images/sla_{curves,bars,gain}.png
+
+Curves: test accuracy every few epochs (the model's default inference: SLA's
+self-distilled head) and training accuracy per epoch (SLA: single inference and the
+40-way joint accuracy, dashed). Bars: final test top-1 per method, mean over seeds with
+the spread. Gain: SLA's gain over the supervised baseline against the training-set size
+(only with two or more sizes measured).
+"""
+
+import json
+import os
+import sys
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLORS = {"supervised": "tab:gray", "da": "tab:red", "mt": "tab:orange", "sla": "tab:blue"}
+ROWS = ("Supervised", "DA", "MT", "SLA single", "SLA+SD", "SLA+AG")
+
+
+def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
+         out_dir=os.path.join(_REPO, "docs", "images")):
+    try:
+        import matplotlib
+    except ImportError:
+        sys.exit("matplotlib is needed for the plots: pip install 'ssl_zoo[docs]'")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    with open(results, encoding="utf-8") as f:
+        result = json.load(f)
+    runs, summary = result["runs"], result["summary"]
+    os.makedirs(out_dir, exist_ok=True)
+    sizes = sorted(runs, key=int)
+    written = []
+
+    fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 3.6 * len(sizes)), squeeze=False)
+    for (ax_test, ax_train), size in zip(axes, sizes):
+        for seed, by_method in sorted(runs[size].items()):
+            for method, run in by_method.items():
+                spe = run["steps_per_epoch"]
+                label = f"{method} (seed {seed})"
+                test = run["test_curve"]
+                ax_test.plot([e["step"] / spe for e in test],
+                             [100 * e["accuracy"] for e in test],
+                             color=COLORS.get(method), marker="o", ms=3, label=label)
+                curve = run["train_curve"]
+                key = "single_accuracy" if method == "sla" else "accuracy"
+                if key in curve:
+                    ax_train.plot(np.arange(1, len(curve[key]) + 1),
+                                  [100 * v for v in curve[key]], color=COLORS.get(method),
+                                  label=label)
+                if "joint_accuracy" in curve:
+                    ax_train.plot(np.arange(1, len(curve["joint_accuracy"]) + 1),
+                                  [100 * v for v in curve["joint_accuracy"]],
+                                  color=COLORS.get(method), ls="--",
+                                  label=f"{method} joint (40-way)")
+        ax_test.set_title(f"test top-1, CIFAR-10 n={size}")
+        ax_train.set_title(f"training accuracy (augmented batches), n={size}")
+        for ax in (ax_test, ax_train):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("%")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "sla_curves.png")
+    fig.savefig(path, dpi=110)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(1.2 + 2.2 * len(sizes), 3.6))
+    width = 0.8 / len(ROWS)
+    for i, row in enumerate(ROWS):
+        means = [summary[s].get(row, {}).get("mean", np.nan) for s in sizes]
+        stds = [summary[s].get(row, {}).get("std", 0.0) for s in sizes]
+        ax.bar(np.arange(len(sizes)) + (i - len(ROWS) / 2 + 0.5) * width, means, width,
+               yerr=stds, label=row, capsize=2)
+    ax.set_xticks(np.arange(len(sizes)), [f"n={s}" for s in sizes])
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("CIFAR-10 subsets, ResNet-32 (option A) x0.5, authors' recipe")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "sla_bars.png")
+    fig.savefig(path, dpi=110)
+    written.append(path)
+
+    if len(sizes) > 1:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for row in ("SLA+AG", "SLA+SD", "DA"):
+            pts = [(int(s), summary[s][row]["gain_over_supervised"]) for s in sizes
+                   if "gain_over_supervised" in summary[s].get(row, {})]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=row)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training images")
+        ax.set_ylabel("gain over supervised (points)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "sla_gain.png")
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    for path in written:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
