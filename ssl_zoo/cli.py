@@ -109,24 +109,26 @@ def _json_flag(name):
 QUICKSTART_BACKBONE = "resnet32_cifar"
 
 
-def _backbone():
+def _backbone(announce=False):
     from ssl_zoo.models.registry import get_method
     if FLAGS.backbone is not None or FLAGS.dataset != "digits":
         return FLAGS.backbone
     if get_method(FLAGS.method).backbone == "resnet32_cifar_a":
-        print(f"digits quick start: backbone {QUICKSTART_BACKBONE} (the option-A "
-              f"resnet32_cifar_a needs ~30 epochs on the digits; pass --backbone to choose)")
+        if announce:
+            print(f"digits quick start: backbone {QUICKSTART_BACKBONE} (the option-A "
+                  f"resnet32_cifar_a needs ~30 epochs on the digits; pass --backbone to "
+                  f"choose)")
         return QUICKSTART_BACKBONE
     return None
 
 
-def _config():
+def _config(announce=False):
     from ssl_zoo.training import TrainConfig
     return TrainConfig(
         method=FLAGS.method, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         image_size=FLAGS.image_size, train_split=FLAGS.train_split,
         test_split=FLAGS.test_split, max_train_examples=FLAGS.max_train_examples,
-        max_test_examples=FLAGS.max_test_examples, backbone=_backbone(),
+        max_test_examples=FLAGS.max_test_examples, backbone=_backbone(announce),
         width=FLAGS.width, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         weight_decay=FLAGS.weight_decay, weight_decay_mode=FLAGS.weight_decay_mode,
@@ -148,7 +150,7 @@ def _method_kwargs():
 
 def cmd_train():
     from ssl_zoo.training import format_metrics, train_and_evaluate
-    out = train_and_evaluate(_config())
+    out = train_and_evaluate(_config(announce=True))
     print(f"\n{FLAGS.method} on {FLAGS.dataset}: test metrics after "
           f"{out['seconds']:.1f} s")
     print(format_metrics(out["metrics"]))

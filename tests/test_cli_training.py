@@ -194,3 +194,26 @@ def test_export_of_contrastive_models_and_probes(tmp_path):
                                tf.nn.softmax(probe(images.astype("float32"))), atol=1e-5)
     np.testing.assert_allclose(out["features"], encoder(images.astype("float32")),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["--method=sla"], "resnet32_cifar"),           # the digits quick start
+    (["--method=sla", "--dataset=cifar10"], None),   # the method's: resnet32_cifar_a
+    (["--method=sla", "--backbone=resnet32_cifar_a"], "resnet32_cifar_a"),
+    (["--method=supcon"], None),                     # no option-A default to replace
+])
+def test_cli_backbone_default(argv, want):
+    from absl import flags
+    from ssl_zoo import cli
+    from ssl_zoo.models import get_method
+    from ssl_zoo.training import resolve_backbone
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["ssl-zoo", *argv])
+        cfg = cli._config()
+        assert cfg.backbone == want
+        spec = get_method(cfg.method)
+        if want is None:
+            assert resolve_backbone(cfg, spec) == (spec.backbone or "resnet32_cifar")
+    finally:
+        flags.FLAGS.unparse_flags()
