@@ -423,8 +423,8 @@ def build_model(cfg, info, spec=None, sync_batchnorm=False):
     false}` keeps per-replica batch norm under a mirrored strategy).
     """
     spec = spec or get_method(cfg.method)
-    kwargs = dict(backbone=resolve_backbone(cfg, spec), width=cfg.width, mean=info.mean, std=info.std,
-                  sync_batchnorm=sync_batchnorm)
+    kwargs = dict(backbone=resolve_backbone(cfg, spec), width=cfg.width, mean=info.mean,
+                  std=info.std, sync_batchnorm=sync_batchnorm)
     if spec.class_labels:
         kwargs["num_classes"] = info.num_classes
     return spec.build(**{**kwargs, **cfg.method_kwargs})
