@@ -12,6 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from plotting import pyplot  # noqa: E402
 _DATA = os.path.join(_REPO, "..", "shared", "data", "tiny-imagenet-200-subset.zip")
 _IMAGES = os.path.join(_REPO, "docs", "images")
 _RESULTS = os.path.join(_REPO, "benchmarks", "results", "jigsaw_transfer.json")
@@ -20,9 +23,7 @@ _RESULTS = os.path.join(_REPO, "benchmarks", "results", "jigsaw_transfer.json")
 def puzzle_figure(path, data=_DATA, seed=3, num_permutations=100):
     """Two real images' puzzles: crop with the cells, source tiles with the occluders
     (red) and the shuffled puzzle the network sees."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
     import tensorflow as tf
 

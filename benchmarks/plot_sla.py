@@ -15,19 +15,17 @@ import os
 import sys
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from plotting import pyplot  # noqa: E402
 COLORS = {"supervised": "tab:gray", "da": "tab:red", "mt": "tab:orange", "sla": "tab:blue"}
 ROWS = ("Supervised", "DA", "MT", "SLA single", "SLA+SD", "SLA+AG")
 
 
 def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
          out_dir=os.path.join(_REPO, "docs", "images")):
-    try:
-        import matplotlib
-    except ImportError:
-        sys.exit("matplotlib is needed for the plots: pip install 'ssl_zoo[docs]'")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    plt = pyplot()
 
     with open(results, encoding="utf-8") as f:
         result = json.load(f)
