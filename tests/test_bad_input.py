@@ -349,7 +349,8 @@ CASES = [
     ("config_unknown_weight_decay_mode", lambda: _train(weight_decay_mode="nope"),
      ValueError, r"weight_decay_mode must be one of \('coupled', 'decoupled'\)"),
     ("config_data_options_for_a_labeled_stream", lambda: _train(data_kwargs={"mu": 2}),
-     ValueError, r"Unknown data options \['mu'\] for a labeled stream"),
+     ValueError, r"Unknown data options \['mu'\] for the 'none' view of a labeled "
+                 r"stream; it takes \[\]"),
     ("config_unknown_method_kwarg", lambda: _train(method_kwargs={"bogus": 1}),
      ValueError, r"Unrecognized keyword arguments passed to SupervisedModel: "
                  r"\{'bogus': 1\}"),
