@@ -324,7 +324,9 @@ def load_backbone(name, root=None, cache_dir=None):
 
 def is_preset_name(name):
     """Whether `name` names an installed preset (or an old alias)."""
-    return isinstance(name, str) and (name in PRESET_ALIASES or name in list_presets())
+    if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
+        return False
+    return name in PRESET_ALIASES or _complete(presets_dir() / name)
 
 
 def _uncompiled_copy(model, config, metadata):

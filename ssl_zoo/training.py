@@ -339,11 +339,10 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
             raise ValueError(f"The {spec.model_class.__name__} stream is made by the "
                              f"model (view='model'): pass model=<the model>.")
         view = model.make_view(tuple(train.images.shape[1:3]), **options)
-        options, data_kwargs, method_options = {}, {}, {}
-    else:
-        method_options = spec.data_kwargs
+        options = {}   # the model's view took them all
+    elif spec.stream == "labeled":
+        view = _view_with_options(view, spec.data_kwargs, data_kwargs)
     if spec.stream == "labeled":
-        view = _view_with_options(view, method_options, data_kwargs)
         ds = make_pipeline(train, batch_size, view=view, num_views=spec.num_views,
                            shuffle=True, seed=seed, drop_remainder=True, repeat=True)
         return (ds, train) if return_labeled else ds
