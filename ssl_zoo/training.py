@@ -297,7 +297,7 @@ def train_view(cfg, spec):
 
 
 def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
-                      return_labeled=False, model=None, **data_kwargs):
+                      return_labeled=False, model=None, skip_batches=0, **data_kwargs):
     """The endless, shuffled training stream a method declares (`spec.stream`).
 
     Args:
@@ -319,6 +319,8 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
             (held-out truth for pseudo-label metrics).
         return_labeled: also return the labeled training set (for a semi-supervised
             stream its labeled split, which defines the many/medium/few-shot groups).
+        skip_batches: start after this many batches (a resumed run): the same stream
+            as `.skip(skip_batches)`, without augmenting the batches it skips.
 
     Returns:
         A `tf.data.Dataset` in the structure `spec.model_class` trains on (and the
@@ -344,7 +346,8 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
         view = _view_with_options(view, spec.data_kwargs, data_kwargs)
     if spec.stream == "labeled":
         ds = make_pipeline(train, batch_size, view=view, num_views=spec.num_views,
-                           shuffle=True, seed=seed, drop_remainder=True, repeat=True)
+                           shuffle=True, seed=seed, drop_remainder=True, repeat=True,
+                           skip_batches=skip_batches)
         return (ds, train) if return_labeled else ds
     stream = {k: options.pop(k) for k in ("mu", "strong", "include_unlabeled_labels")
               if k in options}
@@ -352,7 +355,8 @@ def make_train_stream(spec, train, batch_size, *, view=None, seed=0,
     ds = make_semi_supervised_pipeline(
         labeled, unlabeled, batch_size, mu=stream.get("mu", 7), seed=seed, weak=view,
         strong=stream.get("strong", "strong"),
-        include_unlabeled_labels=stream.get("include_unlabeled_labels", False))
+        include_unlabeled_labels=stream.get("include_unlabeled_labels", False),
+        skip_batches=skip_batches)
     return (ds, labeled) if return_labeled else ds
 
 
@@ -627,16 +631,17 @@ def _train_and_evaluate(cfg, log):
     # Each `fit` gets a stream built afresh (a second iterator of the same tf.data
     # shuffle draws another order) that skips the batches consumed before it, by an
     # earlier call or by the run a backup came from: a resumed run sees exactly the
-    # batches an uninterrupted one sees.
+    # batches an uninterrupted one sees. The skip comes before the views, so the
+    # skipped batches are not augmented.
     for i, part in enumerate(resume_plan(epoch, batch, cfg.epochs, steps)):
-        if i:
-            train_ds = stream()
+        if i or part["skip"]:
+            train_ds = stream(skip_batches=part["skip"])
         part_callbacks = list(callbacks)
         if backup_dir:
             part_callbacks.append(TrainingBackup(
                 backup_dir, steps, save_freq=cfg.backup_every or "epoch",
                 batch_offset=part["batch_offset"]))
-        fitted = model.fit(distribute_global_batches(strategy, train_ds.skip(part["skip"])),
+        fitted = model.fit(distribute_global_batches(strategy, train_ds),
                            epochs=part["epochs"],
                            initial_epoch=part["initial_epoch"],
                            steps_per_epoch=part["steps_per_epoch"],

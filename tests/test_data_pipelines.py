@@ -190,6 +190,48 @@ def test_make_pipeline_tf_data_input_repeat_and_drop(small):
         make_pipeline(small, 4, view="rotate")
 
 
+def _batches(ds, n):
+    return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in ds.take(n)]
+
+
+def _assert_same_batches(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        tf.nest.map_structure(np.testing.assert_array_equal, g, w)
+
+
+@pytest.mark.parametrize("view,num_views,tf_input", [
+    ("weak", 1, False), ("supcon", 2, False), ("none", 1, False), ("weak", 1, True)])
+def test_skip_batches_is_skip_without_augmenting(small, view, num_views, tf_input):
+    """skip_batches=k gives the batches of `.skip(k)` (across epoch boundaries:
+    40 images are 5 batches of 8), and does not run the view on the skipped ones."""
+    data = small.to_dataset() if tf_input else small
+    kw = dict(view=view, num_views=num_views, seed=5, repeat=True, drop_remainder=True)
+    for k in (0, 3, 12):
+        _assert_same_batches(_batches(make_pipeline(data, 8, skip_batches=k, **kw), 4),
+                             _batches(make_pipeline(data, 8, **kw).skip(k), 4))
+    calls = []
+
+    def counting_view(images, seed):
+        tf.py_function(lambda: calls.append(1) or 0, [], tf.int32)
+        return weak_view(images, seed)
+
+    next(iter(make_pipeline(small, 8, view=counting_view, seed=0, repeat=True,
+                            prefetch=False, skip_batches=50)))
+    assert 1 <= len(calls) < 50, len(calls)
+    with pytest.raises(ValueError, match="skip_batches must be an int >= 0"):
+        make_pipeline(small, 8, skip_batches=-1)
+
+
+def test_semi_supervised_skip_batches_is_skip(small):
+    from ssl_zoo.data import make_semi_supervised_pipeline
+    labeled = small.take_per_class(1, seed=0)
+    kw = dict(mu=2, seed=3, include_unlabeled_labels=True)
+    _assert_same_batches(
+        _batches(make_semi_supervised_pipeline(labeled, small, 4, skip_batches=7, **kw), 3),
+        _batches(make_semi_supervised_pipeline(labeled, small, 4, **kw).skip(7), 3))
+
+
 def test_make_unlabeled_pipeline(small):
     ds = make_unlabeled_pipeline(small, 8, seed=0, drop_remainder=True)
     pairs = list(ds)

@@ -77,6 +77,18 @@ def _batched_source(data, batch_size, *, shuffle, seed, drop_remainder, repeat, 
     return ds, has_labels
 
 
+def _check_skip(skip_batches):
+    if isinstance(skip_batches, bool) or not isinstance(skip_batches, (int, np.integer)) \
+            or skip_batches < 0:
+        raise ValueError(f"skip_batches must be an int >= 0, got {skip_batches!r}.")
+
+
+def _skip(ds, skip_batches):
+    """`ds` without its first `skip_batches` elements (before any view is applied:
+    each batch's seed comes from its position, so the rest are the same batches)."""
+    return ds.skip(int(skip_batches)) if skip_batches else ds
+
+
 def _with_batch_seeds(ds, seed):
     """Zip each batch with a stateless seed: deterministic per (seed, epoch, batch)."""
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -98,7 +110,7 @@ def _image_views(*views):
 
 def make_pipeline(data, batch_size, *, view="none", num_views=1, shuffle=True, seed=None,
                   drop_remainder=False, repeat=False, cache=True, prefetch=True,
-                  shuffle_buffer=None):
+                  shuffle_buffer=None, skip_batches=0):
     """Batch, shuffle and augment a labeled data set into (images, labels) batches.
 
     Order: (cache) -> shuffle -> (repeat) -> batch -> view on the whole batch (each
@@ -126,6 +138,9 @@ def make_pipeline(data, batch_size, *, view="none", num_views=1, shuffle=True, s
         prefetch: prefetch batches (AUTOTUNE).
         shuffle_buffer: buffer for tf.data input (default: its size up to 100k, else
             10k); an ArrayDataset is always shuffled in full.
+        skip_batches: start after this many batches; the stream is the one
+            `.skip(skip_batches)` would give, but the skipped batches are neither
+            augmented nor converted (a resumed run reaches its place in seconds).
 
     Returns:
         tf.data.Dataset of (images float32 (B, H, W, 3) or (B, V, H, W, 3) in 0..255,
@@ -133,7 +148,8 @@ def make_pipeline(data, batch_size, *, view="none", num_views=1, shuffle=True, s
 
     Raises:
         ValueError: unknown view (the message lists the registered ones), num_views
-            < 1, batch_size < 1, or num_views > 1 with a view that emits labels.
+            < 1, batch_size < 1, skip_batches < 0, or num_views > 1 with a view that
+            emits labels.
         EmptyDatasetError: `drop_remainder=True` (without `repeat`) and a data set of
             known size smaller than `batch_size`: no batch would be made.
 
@@ -150,11 +166,13 @@ def make_pipeline(data, batch_size, *, view="none", num_views=1, shuffle=True, s
     if emits_labels and num_views > 1:
         raise ValueError(f"View {view!r} emits labels, so it supports num_views=1 only; "
                          f"got num_views={num_views}.")
+    _check_skip(skip_batches)
     ds, _ = _batched_source(data, batch_size, shuffle=shuffle, seed=seed,
                             drop_remainder=drop_remainder, repeat=repeat, cache=cache,
                             shuffle_buffer=shuffle_buffer)
     deterministic = True if seed is not None else None
     if isinstance(view, str) and view == "none":
+        ds = _skip(ds, skip_batches)
         def apply(images, labels):
             x = to_float(images)
             x = tf.stack([x] * num_views, axis=1) if num_views > 1 else x
@@ -170,12 +188,13 @@ def make_pipeline(data, batch_size, *, view="none", num_views=1, shuffle=True, s
             else:
                 x = views[0] if num_views == 1 else tf.stack(views, axis=1)
             return x, tf.cast(labels, tf.int64)
-        ds = _with_batch_seeds(ds, seed).map(apply, num_parallel_calls=AUTOTUNE,
-                                             deterministic=deterministic)
+        ds = _skip(_with_batch_seeds(ds, seed), skip_batches).map(
+            apply, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(AUTOTUNE) if prefetch else ds
 
 
-def _weak_strong_stream(data, batch_size, seed, weak, strong, *, with_labels, **source):
+def _weak_strong_stream(data, batch_size, seed, weak, strong, *, with_labels,
+                        skip_batches=0, **source):
     """Batches of (weak, strong[, labels]) views of the same images."""
     weak, strong = _image_views(weak, strong)
     ds, _ = _batched_source(data, batch_size, seed=seed, **source)
@@ -186,7 +205,7 @@ def _weak_strong_stream(data, batch_size, seed, weak, strong, *, with_labels, **
         views = weak(images, fold(batch_seed, 0)), strong(images, fold(batch_seed, 1))
         return (*views, tf.cast(batch[1], tf.int64)) if with_labels else views
 
-    return _with_batch_seeds(ds, seed).map(
+    return _skip(_with_batch_seeds(ds, seed), skip_batches).map(
         apply, num_parallel_calls=AUTOTUNE,
         deterministic=True if seed is not None else None)
 
@@ -247,7 +266,7 @@ def _has_labels(data):
 def make_semi_supervised_pipeline(labeled, unlabeled, batch_size, mu=7, *, seed=None,
                                   weak="weak", strong="strong",
                                   include_unlabeled_labels=False, cache=True,
-                                  prefetch=True, shuffle_buffer=None):
+                                  prefetch=True, shuffle_buffer=None, skip_batches=0):
     """A labeled and an unlabeled stream zipped into FixMatch/DASO training batches.
 
     The labeled stream gives `batch_size` images in their weak view with their labels;
@@ -268,7 +287,7 @@ def make_semi_supervised_pipeline(labeled, unlabeled, batch_size, mu=7, *, seed=
         strong: strong view, a registered view name or a function f(images, seed).
         include_unlabeled_labels: also yield the unlabeled images' true labels, for
             pseudo-label metrics only (never train on them).
-        cache, prefetch, shuffle_buffer: as in `make_pipeline`.
+        cache, prefetch, shuffle_buffer, skip_batches: as in `make_pipeline`.
 
     Returns:
         Endless tf.data.Dataset of ({"images": float32 (B, H, W, 3),
@@ -326,11 +345,12 @@ def make_semi_supervised_pipeline(labeled, unlabeled, batch_size, mu=7, *, seed=
             int(s) for s in np.random.SeedSequence(int(seed)).generate_state(2))
     source = dict(shuffle=True, drop_remainder=True, repeat=True, cache=cache,
                   shuffle_buffer=shuffle_buffer)
+    _check_skip(skip_batches)
     labeled_ds = make_pipeline(labeled, batch_size, view=weak, seed=labeled_seed,
-                               prefetch=False, **source)
+                               prefetch=False, skip_batches=skip_batches, **source)
     unlabeled_ds = _weak_strong_stream(unlabeled, mu * batch_size, unlabeled_seed, weak,
                                        strong, with_labels=include_unlabeled_labels,
-                                       **source)
+                                       skip_batches=skip_batches, **source)
 
     def join(lab, unl):
         features = {"images": lab[0], "unlabeled_weak": unl[0], "unlabeled_strong": unl[1]}
