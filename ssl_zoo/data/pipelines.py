@@ -38,8 +38,9 @@ def _check_fills_a_batch(data, batch_size):
 
 
 def _batched_source(data, batch_size, *, shuffle, seed, drop_remainder, repeat, cache,
-                    shuffle_buffer):
-    """Batches of (uint8 images, labels or None), shuffled/repeated as asked."""
+                    shuffle_buffer, skip_batches=0):
+    """Batches of (uint8 images, labels or None), shuffled/repeated as asked, from the
+    `skip_batches`-th on (an ArrayDataset's skipped batches are not even gathered)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if drop_remainder and not repeat:
@@ -53,7 +54,7 @@ def _batched_source(data, batch_size, *, shuffle, seed, drop_remainder, repeat, 
             ds = ds.shuffle(max(len(data), 1), seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = _skip(ds.batch(batch_size, drop_remainder=drop_remainder), skip_batches)
         return ds.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)),
                       num_parallel_calls=AUTOTUNE, deterministic=True), True
     if not isinstance(data, tf.data.Dataset):
@@ -71,7 +72,7 @@ def _batched_source(data, batch_size, *, shuffle, seed, drop_remainder, repeat, 
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = _skip(ds.batch(batch_size, drop_remainder=drop_remainder), skip_batches)
     if not has_labels:
         ds = ds.map(lambda x: (x, tf.zeros(tf.shape(x)[:1], tf.int64)))
     return ds, has_labels
@@ -84,14 +85,15 @@ def _check_skip(skip_batches):
 
 
 def _skip(ds, skip_batches):
-    """`ds` without its first `skip_batches` elements (before any view is applied:
-    each batch's seed comes from its position, so the rest are the same batches)."""
+    """`ds` without its first `skip_batches` elements."""
     return ds.skip(int(skip_batches)) if skip_batches else ds
 
 
-def _with_batch_seeds(ds, seed):
-    """Zip each batch with a stateless seed: deterministic per (seed, epoch, batch)."""
-    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+def _with_batch_seeds(ds, seed, skip_batches=0):
+    """Zip each batch with a stateless seed: deterministic per (seed, epoch, batch).
+    `ds` starts at batch `skip_batches` of its stream; so do the seeds."""
+    randoms = _skip(tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True),
+                    skip_batches)
     base = tf.constant(0 if seed is None else int(seed) & INT31, tf.int64)
     return tf.data.Dataset.zip(ds, randoms.map(lambda r: tf.stack([base, r])))
 
@@ -169,10 +171,9 @@ def make_pipeline(data, batch_size, *, view="none", num_views=1, shuffle=True, s
     _check_skip(skip_batches)
     ds, _ = _batched_source(data, batch_size, shuffle=shuffle, seed=seed,
                             drop_remainder=drop_remainder, repeat=repeat, cache=cache,
-                            shuffle_buffer=shuffle_buffer)
+                            shuffle_buffer=shuffle_buffer, skip_batches=skip_batches)
     deterministic = True if seed is not None else None
     if isinstance(view, str) and view == "none":
-        ds = _skip(ds, skip_batches)
         def apply(images, labels):
             x = to_float(images)
             x = tf.stack([x] * num_views, axis=1) if num_views > 1 else x
@@ -188,7 +189,7 @@ def make_pipeline(data, batch_size, *, view="none", num_views=1, shuffle=True, s
             else:
                 x = views[0] if num_views == 1 else tf.stack(views, axis=1)
             return x, tf.cast(labels, tf.int64)
-        ds = _skip(_with_batch_seeds(ds, seed), skip_batches).map(
+        ds = _with_batch_seeds(ds, seed, skip_batches).map(
             apply, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(AUTOTUNE) if prefetch else ds
 
@@ -197,7 +198,8 @@ def _weak_strong_stream(data, batch_size, seed, weak, strong, *, with_labels,
                         skip_batches=0, **source):
     """Batches of (weak, strong[, labels]) views of the same images."""
     weak, strong = _image_views(weak, strong)
-    ds, _ = _batched_source(data, batch_size, seed=seed, **source)
+    ds, _ = _batched_source(data, batch_size, seed=seed, skip_batches=skip_batches,
+                            **source)
 
     def apply(batch, batch_seed):
         images = batch[0]
@@ -205,7 +207,7 @@ def _weak_strong_stream(data, batch_size, seed, weak, strong, *, with_labels,
         views = weak(images, fold(batch_seed, 0)), strong(images, fold(batch_seed, 1))
         return (*views, tf.cast(batch[1], tf.int64)) if with_labels else views
 
-    return _skip(_with_batch_seeds(ds, seed), skip_batches).map(
+    return _with_batch_seeds(ds, seed, skip_batches).map(
         apply, num_parallel_calls=AUTOTUNE,
         deterministic=True if seed is not None else None)
 
