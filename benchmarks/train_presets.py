@@ -42,6 +42,8 @@ flags.DEFINE_integer("train_examples", 50000, "Training subset (random, seed 0).
 flags.DEFINE_string("precision", "float32", "float32 | bfloat16.")
 flags.DEFINE_string("model_dir", None, "Run directory root (resumable, step backups).")
 flags.DEFINE_integer("backup_every", 200, "Steps between backups (with --model_dir).")
+flags.DEFINE_integer("eval_epochs", 4, "Test accuracy every this many epochs (the "
+                     "learning curve in the metadata; not for supcon, scored by its probe).")
 flags.DEFINE_string("out", os.path.join(_REPO, "pretrained"), "Presets directory.")
 FLAGS = flags.FLAGS
 
@@ -63,17 +65,21 @@ def evaluation_slice(test):
     return test.subset(np.arange(0, len(test.labels), SLICE_STEP))
 
 
-def accuracies(model, data, modes=(None,)):
-    import keras
-    out = {}
-    for mode in modes:
-        kw = {} if mode is None else {"inference": mode}
-        logits = np.concatenate([
-            keras.ops.convert_to_numpy(model(data.images[i:i + 500].astype("float32"),
-                                             training=False, **kw))
-            for i in range(0, len(data.labels), 500)])
-        out[mode or "top1"] = float(np.mean(logits.argmax(-1) == data.labels))
-    return out
+def accuracies(model, data, num_classes, modes=(None,)):
+    """Top-1 of the model's own predictions, per inference mode (None: its default)."""
+    from ssl_zoo.evaluation import direct_evaluate
+    return {mode or "top1": float(direct_evaluate(
+        model, None, data, num_classes, batch_size=500,
+        **({} if mode is None else {"inference": mode}))["accuracy"]) for mode in modes}
+
+
+def learning_curve(out):
+    """Per-epoch training metrics and the periodic test accuracies of a run."""
+    train = {k: [round(float(v), 5) for v in values]
+             for k, values in out["history"].items() if k.endswith(("loss", "accuracy"))}
+    test = [{"step": int(e["step"]), "accuracy": round(float(e["accuracy"]), 5)}
+            for e in out["details"].get("periodic_evaluations", [])]
+    return {"train_per_epoch": train, "test": test}
 
 
 def main(_):
@@ -93,6 +99,9 @@ def main(_):
             augment="weak" if FLAGS.recipe == "milestone1" else "auto",
             max_train_examples=FLAGS.train_examples, verbose=2, seed=0,
             mixed_precision=FLAGS.precision, backup_every=FLAGS.backup_every,
+            eval_every=None if method == "supcon" or not FLAGS.eval_epochs else
+            FLAGS.eval_epochs * max(1, FLAGS.train_examples // FLAGS.batch_size),
+            eval_keep=1,
             model_dir=FLAGS.model_dir and os.path.join(FLAGS.model_dir, method), **extra)
         spec = get_method(method)
         arch, recipe = resolve_backbone(cfg, spec), resolve_recipe(cfg, spec)
@@ -103,17 +112,18 @@ def main(_):
         sl = evaluation_slice(test)
         if method == "supcon":
             model = out["probe"]
-            full, on_slice = {"top1": out["metrics"]["linear_probe_accuracy"]}, accuracies(model, sl)
+            full = {"top1": out["metrics"]["linear_probe_accuracy"]}
+            on_slice = accuracies(model, sl, info.num_classes)
             description = ("SupCon ResNet-32 encoder + linear probe, CIFAR-10 "
                            f"(top-1 {100 * full['top1']:.1f}% at a CPU budget)")
         elif method == "sla":
             modes = ("self_distill", "aggregated", "single")
-            full, on_slice = accuracies(model, test, modes), accuracies(model, sl, modes)
+            full, on_slice = (accuracies(model, d, info.num_classes, modes) for d in (test, sl))
             description = ("SLA+SD rotation ResNet-32, CIFAR-10 (SD "
                            f"{100 * full['self_distill']:.1f}% / AG "
                            f"{100 * full['aggregated']:.1f}% at a CPU budget)")
         else:
-            full, on_slice = accuracies(model, test), accuracies(model, sl)
+            full, on_slice = (accuracies(model, d, info.num_classes) for d in (test, sl))
             description = (f"Supervised ResNet-32, CIFAR-10 (top-1 "
                            f"{100 * full['top1']:.1f}% at a CPU budget)")
         flags_txt = " ".join(f"--{k}={FLAGS[k].value}" for k in (
@@ -147,6 +157,7 @@ def main(_):
             "slice": f"every {SLICE_STEP}th CIFAR-10 test image in loader order "
                      f"({len(sl.labels)} images)",
             "paper": PAPERS[method],
+            "learning_curve": learning_curve(out),
         }
         path = save_preset(model, name, meta, root=FLAGS.out)
         print(f"{name}: test {full}, slice {on_slice} -> {path}", flush=True)
