@@ -587,6 +587,10 @@ def _train_and_evaluate(cfg, log):
     else:
         counts = np.bincount(labeled.labels, minlength=info.num_classes)
         log(f"labeled split: {len(labeled)} images, per class {counts.tolist()}")
+        if cfg.batch_size > len(labeled):
+            log(f"the labeled batch ({cfg.batch_size}) is larger than the labeled split "
+                f"({len(labeled)} images): each labeled batch repeats images (FixMatch's "
+                f"40-label runs do the same)")
     steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
 
     with strategy.scope():

@@ -178,6 +178,18 @@ def test_daso_trains_from_the_cli_plumbing_on_a_long_tailed_split(tmp_path):
                                   keras.ops.convert_to_numpy(out["model"].labeler.counts))
 
 
+def test_a_labeled_batch_larger_than_the_labeled_split_is_logged(tmp_path):
+    logs = []
+    train_and_evaluate(TrainConfig(
+        method="fixmatch", dataset="digits", backbone="vgg_tile", width=0.0625, epochs=1,
+        steps_per_epoch=1, batch_size=16, verbose=0, max_test_examples=16,
+        cache_dir=str(tmp_path / "cache"),
+        data_kwargs={"labeled_per_class": 1, "mu": 1}), log=logs.append)
+    assert any("labeled split: 10 images" in line for line in logs), logs
+    assert any("the labeled batch (16) is larger than the labeled split (10 images)"
+               in line for line in logs), logs
+
+
 def test_a_run_that_failed_after_training_is_evaluated_not_retrained(tmp_path,
                                                                       monkeypatch):
     """The backup is dropped once training ends: a failure in evaluation must not
