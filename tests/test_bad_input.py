@@ -262,12 +262,21 @@ CASES = [
     # Models and their steps (graph mode, and under XLA).
     ("num_classes_zero", lambda: SupervisedModel(num_classes=0, **TINY),
      ValueError, r"num_classes must be a positive integer, got 0"),
-    ("labels_out_of_range_graph",
+    ("labels_out_of_range_array",   # named before any step runs
      lambda: _fit(SupervisedModel(num_classes=3, **TINY), IMAGES, np.array([0, 1, 2, 3])),
+     ValueError, r"SupervisedModel: labels must be in \[0, 3\) \(num_classes=3\); "
+                 r"found 3 at index 3\.$"),
+    ("labels_out_of_range_array_many",
+     lambda: SupervisedModel(num_classes=3, **TINY).evaluate(
+         IMAGES, np.array([-1, 7, 8, 9]), verbose=0),
+     ValueError, r"found -1 at index 0, 7 at index 1, 8 at index 2 and 1 more\.$"),
+    ("labels_out_of_range_graph",
+     lambda: _fit_stream(SupervisedModel(num_classes=3, **TINY), IMAGES,
+                         np.array([0, 1, 2, 3])),
      tf.errors.InvalidArgumentError, r"labels must be in \[0, 3\)"),
     ("labels_out_of_range_jit",
-     lambda: _fit(SupervisedModel(num_classes=3, **TINY), IMAGES, np.array([0, 1, 2, 3]),
-                  jit=True),
+     lambda: _fit_stream(SupervisedModel(num_classes=3, **TINY), IMAGES,
+                         np.array([0, 1, 2, 3]), jit=True),
      tf.errors.InvalidArgumentError, r"labels must be in \[0, 3\)"),
     ("images_wrong_rank",
      lambda: SupervisedModel(num_classes=2, **TINY)(np.zeros((8, 8, 3), np.float32)),

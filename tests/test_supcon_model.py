@@ -147,8 +147,11 @@ def test_num_classes_checks_label_range():
     x, y = views_data(batch=4)
     model = tiny(num_classes=3)
     model.compile(optimizer="sgd")
-    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be in"):
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
         model.fit(x, y + 1, verbose=0)   # labels 1..4 with num_classes=3
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be in"):
+        model.fit(tf.data.Dataset.from_tensors((x, y + 1)), verbose=0)  # in the step
+    tiny(SimCLRModel).check_array_dtypes(x, y + 100)  # SimCLR reads no labels
 
 
 def test_save_and_load_round_trip(tmp_path):

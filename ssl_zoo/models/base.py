@@ -169,7 +169,7 @@ class BackboneModel(PresetMixin, keras.Model):
     >>> model.fit(np.zeros((4, 8, 8, 3)), np.array([0, 1, 2, 5]), verbose=0)
     Traceback (most recent call last):
     ...
-    tensorflow.python.framework.errors_impl.InvalidArgumentError: ...labels must be in [0, 3)...
+    ValueError: SupervisedModel: labels must be in [0, 3) (num_classes=3); found 5 at index 3.
     """
 
     #: whether `call` returns class logits (False for pure encoders such as SupCon);
@@ -307,6 +307,28 @@ class BackboneModel(PresetMixin, keras.Model):
                     f"{type(self).__name__} expects integer class labels 0..N-1, got "
                     f"dtype {dtype}; map class names to indices first (e.g. "
                     f"numpy.unique(names, return_inverse=True)).")
+        if self.checks_label_range and isinstance(y, (np.ndarray, list)):
+            self.check_label_range(np.asarray(y))
+
+    @property
+    def checks_label_range(self):
+        """Whether training reads class labels in [0, num_classes) (checked up front
+        for arrays given to `fit`/`evaluate`, in the step for datasets)."""
+        return self.num_classes is not None
+
+    def check_label_range(self, labels):
+        """ValueError naming the first labels outside [0, num_classes) of an array."""
+        if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            return
+        bad = np.flatnonzero((labels.reshape(-1) < 0)
+                             | (labels.reshape(-1) >= self.num_classes))
+        if bad.size:
+            flat = labels.reshape(-1)
+            shown = ", ".join(f"{int(flat[i])} at index {int(i)}" for i in bad[:3])
+            raise ValueError(
+                f"{type(self).__name__}: labels must be in [0, {self.num_classes}) "
+                f"(num_classes={self.num_classes}); found {shown}"
+                f"{f' and {bad.size - 3} more' if bad.size > 3 else ''}.")
 
     def check_image_shape(self, shape):
         channels = len(self.normalizer.mean)

@@ -115,6 +115,10 @@ class SupConModel(BackboneModel):
         self.check_images(ops.reshape(views, (-1,) + tuple(ops.shape(views)[2:])))
         return views
 
+    @property
+    def checks_label_range(self):
+        return self.supervised and self.num_classes is not None
+
     def check_labels(self, labels, images=None):
         """Labels (B,) int32; range-checked only when `num_classes` is set."""
         if labels is None:
