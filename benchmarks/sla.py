@@ -90,7 +90,8 @@ def one_run(method, size, seed, steps_per_epoch):
     return {"metrics": {k: float(v) for k, v in out["metrics"].items()
                         if isinstance(v, (int, float))},
             "train_curve": history, "test_curve": periodic,
-            "seconds": float(out["seconds"]), "steps_per_epoch": steps_per_epoch}
+            # training wall time (periodic evaluations included), over resumptions
+            "seconds": out["train_seconds"], "steps_per_epoch": steps_per_epoch}
 
 
 def summarise(runs):
@@ -128,7 +129,7 @@ def accuracy_protocol(result):
                 print(f"   {method}: " + ", ".join(
                     f"{row} {100 * run['metrics'][k]:.2f}"
                     for row, k in ROWS.get(method, {}).items() if k in run["metrics"])
-                    + f" ({run['seconds']:.0f} s)", flush=True)
+                    + f" ({run['seconds'] or 0:.0f} s)", flush=True)
                 result["summary"] = summarise(runs)
                 atomic_write_json(FLAGS.out, result)
     return result

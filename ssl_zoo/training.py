@@ -275,6 +275,56 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         return out
 
 
+class EpochHistory(keras.callbacks.Callback):
+    """Every epoch's logs and wall time, kept across the `fit` calls of a run and, with
+    a `path`, across its resumptions.
+
+    `fit`'s own history holds only the epochs of one call; a run resumed from a
+    backup would lose the curve of the epochs before. With `path`, each epoch's row is
+    written (atomically) at its end, and a resumed run reads the rows of the epochs
+    finished before its backup (`resume_epoch`) back.
+
+    Args:
+        path: a JSON file, or None to keep the rows in memory only.
+        resume_epoch: epochs finished before this run (the backup's epoch); rows
+            past it, written after the backup, are dropped.
+
+    Example:
+    >>> h = EpochHistory()
+    >>> h.on_epoch_begin(0); h.on_epoch_end(0, {"loss": 1.5})
+    >>> h.history(), h.rows[0]["epoch"]
+    ({'loss': [1.5]}, 0)
+    """
+
+    def __init__(self, path=None, resume_epoch=0):
+        super().__init__()
+        self.path, self.rows, self._start = path, [], None
+        if path and os.path.exists(path) and resume_epoch:
+            with open(path, encoding="utf-8") as f:
+                self.rows = [r for r in json.load(f) if r["epoch"] < resume_epoch]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": int(epoch), "seconds": time.time() - self._start,
+                          "logs": {k: float(v) for k, v in (logs or {}).items()}})
+        if self.path:
+            atomic_write_json(self.path, self.rows)
+
+    def history(self):
+        """{metric: [value per epoch]}, like `fit(...).history`."""
+        out = {}
+        for row in self.rows:
+            for key, value in row["logs"].items():
+                out.setdefault(key, []).append(value)
+        return out
+
+    def seconds(self):
+        """Training wall time summed over the recorded epochs."""
+        return float(sum(row["seconds"] for row in self.rows))
+
+
 def load_data(cfg):
     """(train ArrayDataset, test ArrayDataset) for the run's data set."""
     from ssl_zoo.data import load_arrays
@@ -445,8 +495,11 @@ def train_and_evaluate(cfg, log=print):
 
     Returns:
         dict with 'metrics' (test metrics, floats), 'details' (per-class results),
-        'history', 'model', 'probe' (the trained `LinearProbe` for linear-probe
-        methods, else None), 'info', 'seconds'.
+        'history' (every epoch's training metrics, those before a resumption
+        included), 'model', 'probe' (the trained `LinearProbe` for linear-probe
+        methods, else None), 'info', 'seconds' (this call) and 'train_seconds' (the
+        training's wall time summed over its epochs, resumptions included; None for
+        a run finished before this was recorded).
 
     Example:
     >>> out = train_and_evaluate(TrainConfig(method="sla", dataset="digits",
@@ -569,9 +622,14 @@ def _train_and_evaluate(cfg, log):
         if spec.stream != "labeled":
             _, labeled = make_train_stream(spec, train, cfg.batch_size, seed=cfg.seed,
                                            return_labeled=True, **cfg.data_kwargs)
+        periodic = None   # the evaluations made during training, read back
+        if cfg.eval_every:
+            periodic = PeriodicEvaluation(
+                test, info.num_classes, cfg.eval_every, keep=cfg.eval_keep,
+                path=os.path.join(cfg.model_dir, "evaluations.json"))
         return _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info,
                                   finished["history"], finished["training_details"],
-                                  None, start)
+                                  periodic, start, finished.get("train_seconds"))
     with strategy.scope():
         model = build_model(cfg, info, spec, sync_batchnorm=replicas > 1)
     # A model may make its own targets (cluster classification: a teacher's k-means
@@ -604,7 +662,10 @@ def _train_and_evaluate(cfg, log):
         log(f"resuming from the backup of epoch {epoch}, step {batch} of the next "
             f"({epoch * steps + batch} steps done) in {cfg.model_dir}")
 
-    callbacks = [StopOnNonFinite()]
+    epoch_history = EpochHistory(cfg.model_dir and os.path.join(cfg.model_dir,
+                                                                "history.json"),
+                                 resume_epoch=epoch)
+    callbacks = [StopOnNonFinite(), epoch_history]
     if cfg.model_dir:
         os.makedirs(cfg.model_dir, exist_ok=True)
         callbacks.append(AtomicModelCheckpoint(os.path.join(cfg.model_dir,
@@ -631,7 +692,6 @@ def _train_and_evaluate(cfg, log):
     verbose = cfg.verbose
     if verbose == "auto":  # a live progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
-    history = {}
     # Each `fit` gets a stream built afresh (a second iterator of the same tf.data
     # shuffle draws another order) that skips the batches consumed before it, by an
     # earlier call or by the run a backup came from: a resumed run sees exactly the
@@ -645,24 +705,21 @@ def _train_and_evaluate(cfg, log):
             part_callbacks.append(TrainingBackup(
                 backup_dir, steps, save_freq=cfg.backup_every or "epoch",
                 batch_offset=part["batch_offset"]))
-        fitted = model.fit(distribute_global_batches(strategy, train_ds),
-                           epochs=part["epochs"],
-                           initial_epoch=part["initial_epoch"],
-                           steps_per_epoch=part["steps_per_epoch"],
-                           callbacks=part_callbacks, verbose=verbose,
-                           shuffle=False).history
-        for key, values in fitted.items():
-            history.setdefault(key, []).extend(values)
+        model.fit(distribute_global_batches(strategy, train_ds),
+                  epochs=part["epochs"], initial_epoch=part["initial_epoch"],
+                  steps_per_epoch=part["steps_per_epoch"], callbacks=part_callbacks,
+                  verbose=verbose, shuffle=False)
+    history, train_seconds = epoch_history.history(), epoch_history.seconds()
     # Read before evaluate(), which resets the model's metrics.
     training_details = getattr(model, "training_details", dict)()
     if cfg.model_dir:   # keep what was trained (a rerun evaluates it), then drop the backup
         save_model_atomic(model, os.path.join(cfg.model_dir, "trained.keras"))
         atomic_write_json(os.path.join(cfg.model_dir, "trained.json"), _jsonable({
             "config": dataclasses.asdict(cfg), "history": history,
-            "training_details": training_details}))
+            "training_details": training_details, "train_seconds": train_seconds}))
         shutil.rmtree(backup_dir, ignore_errors=True)   # the trained model replaces it
     return _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,
-                              training_details, periodic, start)
+                              training_details, periodic, start, train_seconds)
 
 
 def _finished_training(cfg):
@@ -681,7 +738,7 @@ def _finished_training(cfg):
 
 
 def _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,
-                       training_details, periodic, start):
+                       training_details, periodic, start, train_seconds=None):
     metrics, details = evaluate(model, spec, labeled, test, cfg)
     probe = metrics.pop("probe", None)
     details.update(training_details)
@@ -698,9 +755,11 @@ def _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,
             "optimizer": recipe,
             "dataset": info.to_dict(),
             "seconds": seconds,
+            "train_seconds": train_seconds,
         })
     return {"metrics": metrics, "details": details, "history": history,
-            "model": model, "probe": probe, "info": info, "seconds": seconds}
+            "model": model, "probe": probe, "info": info, "seconds": seconds,
+            "train_seconds": train_seconds}
 
 
 def evaluate(model, spec, train, test, cfg):

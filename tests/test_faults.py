@@ -83,8 +83,15 @@ def test_an_interrupted_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one
     for key in ("accuracy", "balanced_accuracy", "loss"):
         assert resumed["metrics"][key] == pytest.approx(reference["metrics"][key],
                                                         abs=1e-5), key
-    # the partial epoch and the last one: one history row each
-    assert len(resumed["history"]["loss"]) == 2
+    # the history keeps the epoch finished before the kill (read back from
+    # history.json), then the partial epoch and the last one
+    ref_loss, loss = reference["history"]["loss"], resumed["history"]["loss"]
+    assert len(loss) == 3 == len(ref_loss)
+    assert loss[0] == pytest.approx(ref_loss[0], rel=1e-6)   # written by the killed run
+    assert loss[2] == pytest.approx(ref_loss[2], rel=1e-4)
+    rows = json.load(open(killed / "history.json"))
+    assert [r["epoch"] for r in rows] == [0, 1, 2] and all(r["seconds"] > 0 for r in rows)
+    assert resumed["train_seconds"] == pytest.approx(sum(r["seconds"] for r in rows))
     assert not (killed / "backup").exists()   # the trained model replaced it
 
 

@@ -199,7 +199,8 @@ def test_a_run_that_failed_after_training_is_evaluated_not_retrained(tmp_path,
     cfg = TrainConfig(method="supervised", dataset="digits", backbone="vgg_tile",
                       width=0.0625, epochs=1, steps_per_epoch=2, batch_size=16,
                       max_train_examples=64, max_test_examples=32, verbose=0,
-                      model_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+                      eval_every=1, model_dir=str(tmp_path),
+                      cache_dir=str(tmp_path / "cache"))
 
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation crashed")
@@ -220,6 +221,13 @@ def test_a_run_that_failed_after_training_is_evaluated_not_retrained(tmp_path,
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
                                       keras.ops.convert_to_numpy(b))
     assert 0.0 <= out["metrics"]["accuracy"] <= 1.0 and len(out["history"]["loss"]) == 1
+    # what training recorded comes back with it: the evaluations made during
+    # training (steps 1 and 2) and the training time, not this call's
+    assert [e["step"] for e in out["details"]["periodic_evaluations"]] == [1, 2]
+    assert out["metrics"]["evaluations"] == 2.0
+    record = json.load(open(tmp_path / "trained.json"))
+    assert out["train_seconds"] == record["train_seconds"] > 0
+    assert json.load(open(tmp_path / "metrics.json"))["train_seconds"] == out["train_seconds"]
 
     logs.clear()
     train_and_evaluate(dataclasses.replace(cfg, steps_per_epoch=3), log=logs.append)
