@@ -732,9 +732,19 @@ def _finished_training(cfg):
         return None
     with open(record, encoding="utf-8") as f:
         done = json.load(f)
-    if done.get("config") != _jsonable(dataclasses.asdict(cfg)):
+    if _training_fields(done.get("config") or {}) != _training_fields(
+            _jsonable(dataclasses.asdict(cfg))):
         return None
     return {**done, "path": path}
+
+
+# Settings that cannot change what a finished run trained: where it lives and how it
+# reported (the same directory given as a relative path is the same run).
+_NOT_TRAINING_FIELDS = ("model_dir", "cache_dir", "verbose", "backup_every", "jit_compile")
+
+
+def _training_fields(config):
+    return {k: v for k, v in config.items() if k not in _NOT_TRAINING_FIELDS}
 
 
 def _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,

@@ -229,6 +229,13 @@ def test_a_run_that_failed_after_training_is_evaluated_not_retrained(tmp_path,
     assert out["train_seconds"] == record["train_seconds"] > 0
     assert json.load(open(tmp_path / "metrics.json"))["train_seconds"] == out["train_seconds"]
 
+    # the same run named by a relative path, reported otherwise, is still finished
+    monkeypatch.chdir(tmp_path.parent)
+    logs.clear()
+    train_and_evaluate(dataclasses.replace(cfg, model_dir=tmp_path.name, verbose=2,
+                                           backup_every=5), log=logs.append)
+    assert any("training finished earlier" in line for line in logs), logs
+
     logs.clear()
     train_and_evaluate(dataclasses.replace(cfg, steps_per_epoch=3), log=logs.append)
     assert not any("training finished earlier" in line for line in logs)
