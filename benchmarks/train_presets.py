@@ -84,7 +84,7 @@ def learning_curve(out):
 
 def main(_):
     from ssl_zoo.models import get_method
-    from ssl_zoo.presets import save_preset
+    from ssl_zoo.presets import as_float32, save_preset
     from ssl_zoo.training import (TrainConfig, load_data, resolve_backbone, resolve_recipe,
                                   train_and_evaluate)
     for method in FLAGS.methods:
@@ -110,15 +110,17 @@ def main(_):
         model, info = out["model"], out["info"]
         _, test = load_data(TrainConfig(dataset=FLAGS.data, seed=0))
         sl = evaluation_slice(test)
+        # Scored as users load it: a preset computes in float32 (save_preset makes a
+        # model trained under mixed precision a float32 copy).
+        model = as_float32(out["probe"] if method == "supcon" else model, (32, 32, 3))
         if method == "supcon":
-            model = out["probe"]
-            full = {"top1": out["metrics"]["linear_probe_accuracy"]}
-            on_slice = accuracies(model, sl, info.num_classes)
+            full, on_slice = (accuracies(model, d, info.num_classes) for d in (test, sl))
             description = ("SupCon ResNet-32 encoder + linear probe, CIFAR-10 "
                            f"(top-1 {100 * full['top1']:.1f}% at a CPU budget)")
         elif method == "sla":
             modes = ("self_distill", "aggregated", "single")
-            full, on_slice = (accuracies(model, d, info.num_classes, modes) for d in (test, sl))
+            full, on_slice = (accuracies(model, d, info.num_classes, modes)
+                              for d in (test, sl))
             description = ("SLA+SD rotation ResNet-32, CIFAR-10 (SD "
                            f"{100 * full['self_distill']:.1f}% / AG "
                            f"{100 * full['aggregated']:.1f}% at a CPU budget)")

@@ -264,6 +264,58 @@ def _without_compile_config(config):
     return config
 
 
+def _float32_config(config):
+    """The config with every mixed-precision dtype policy made float32: a preset trained
+    under `mixed_bfloat16` loads as a float32 model (its variables are float32 anyway)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(
+                config.get("config", {}).get("name", "")).startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_config(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(v) for v in config]
+    return config
+
+
+def as_float32(model, input_shape=None):
+    """`model` itself when it computes in float32, else a float32 copy with its weights
+    (a model trained under a mixed-precision policy), built and uncompiled.
+
+    Args:
+        model: a built Keras model.
+        input_shape: (H, W, C) to build the copy with (default: the model's build
+            shape).
+
+    Example:
+    >>> from ssl_zoo import SupervisedModel
+    >>> keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    >>> model = SupervisedModel("resnet32_cifar", num_classes=3, width=0.125)
+    >>> model.build((None, 8, 8, 3))
+    >>> keras.mixed_precision.set_global_policy("float32")
+    >>> copy = as_float32(model)
+    >>> copy.dtype_policy.name, copy.compute_dtype
+    ('float32', 'float32')
+    >>> all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), model.get_weights()))
+    True
+    """
+    if model.dtype_policy.name == "float32" and all(
+            layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+    config = _float32_config(_without_compile_config(
+        keras.saving.serialize_keras_object(model)))
+    if input_shape is None:
+        input_shape = (config.get("build_config") or {}).get("input_shape", [None])[1:]
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = keras.saving.deserialize_keras_object(config)
+        copy.build((None,) + tuple(input_shape))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _rebuild(name, config):
     try:
         return keras.saving.deserialize_keras_object(config)
@@ -345,7 +397,9 @@ def save_preset(model, name, metadata, root=None):
 
     Every file is written to a temporary directory first and the directory is moved
     into place at the end, so an interrupted save leaves no preset that loads. The
-    preset holds no optimizer (neither its config nor its variables); the metadata
+    preset holds no optimizer (neither its config nor its variables) and computes in
+    float32 (a model trained under mixed precision is saved as `as_float32` makes it,
+    so measure the metrics it records on that copy); the metadata
     gains `arch` and `tag` (from `arch.tag`), `class_name`, `params` (Keras'
     count, with batch-norm statistics) and `trainable_params`.
 
@@ -362,6 +416,7 @@ def save_preset(model, name, metadata, root=None):
     root = pathlib.Path(root) if root else presets_dir()
     with atomic_directory(root / name) as tmp:
         tmp = pathlib.Path(tmp)
+        model = as_float32(model, metadata["input_shape"])
         config = _without_compile_config(keras.saving.serialize_keras_object(model))
         with atomic_write(tmp / CONFIG_FILE, "w") as f:
             json.dump(config, f, indent=1)

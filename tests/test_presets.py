@@ -200,6 +200,33 @@ def test_a_preset_holds_no_optimizer(tiny_preset):
     assert (meta["arch"], meta["tag"]) == ("trained", "")
 
 
+def test_a_model_trained_in_mixed_bfloat16_is_saved_as_a_float32_preset(tmp_path):
+    """A preset computes in float32 whatever policy trained it: its config names no
+    mixed policy, it loads with float32 layers, and its outputs are the bf16 model's
+    up to bf16 rounding (its weights are the same float32 variables)."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(1)
+        model = SLAModel("resnet32_cifar", num_classes=4, width=0.125)
+        model.compile(optimizer="sgd")
+        x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+        model.fit(x, np.arange(4), verbose=0)
+        bf16 = keras.ops.convert_to_numpy(keras.ops.cast(model(x, training=False),
+                                                         "float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    save_preset(model, "bf16", {"num_classes": 4, "input_shape": [16, 16, 3]},
+                root=tmp_path)
+    assert "mixed_" not in (tmp_path / "bf16" / "config.json").read_text()
+    loaded = load_preset("bf16", root=tmp_path, cache_dir=tmp_path / "cache")
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"float32"}
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    out = keras.ops.convert_to_numpy(loaded(x, training=False))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, bf16, atol=0.1 * np.abs(bf16).max() + 1e-3)
+
+
 def test_from_preset_with_other_classes_keeps_the_trunk_and_renews_the_heads(tiny_preset):
     model, root, cache = tiny_preset
     new = SLAModel.from_preset("tiny", num_classes=7, root=root, cache_dir=cache)
