@@ -138,6 +138,8 @@ def get_metadata(name, root=None):
 # The sha256 of each shipped preset's weights, held in code: a metadata file edited
 # beside altered weights (in an installed copy or a release) cannot vouch for them.
 SHIPPED_WEIGHTS_SHA256 = {
+    "resnet32_cifar_a.supervised_cifar10":
+        "84d4a784b940ffb21e80c8a14176fe2079969f277743a46292b2bc5317e93bdd",
     "resnet32_cifar.sla_rotation_cifar10":
         "8626e1286a680b6d419a833b90c71324099cd8a18026dd46f98a642f6005408c",
     "resnet32_cifar.supcon_cifar10":

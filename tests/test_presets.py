@@ -102,7 +102,8 @@ def _shipped():
 def test_shipped_presets_exist():
     names = _shipped()
     assert {"resnet32_cifar.supervised_cifar10", "resnet32_cifar.sla_rotation_cifar10",
-            "resnet32_cifar.supcon_cifar10"} <= set(names), names
+            "resnet32_cifar.supcon_cifar10",
+            "resnet32_cifar_a.supervised_cifar10"} <= set(names), names
     for name in names:
         meta = get_metadata(name)
         for key in ("method", "backbone", "dataset", "preprocessing", "training_command",
@@ -111,6 +112,17 @@ def test_shipped_presets_exist():
             assert key in meta, (name, key)
         assert name == f"{meta['arch']}.{meta['tag']}" and meta["arch"] == meta["backbone"]
         assert meta["weight_decay"]["mode"] in ("coupled", "decoupled")
+
+
+def test_the_authors_recipe_preset_records_its_recipe_and_curve():
+    meta = get_metadata("resnet32_cifar_a.supervised_cifar10")
+    assert meta["trainable_params"] == 464_154          # the authors' ResNet-32 (option A)
+    assert meta["weight_decay"] == {"mode": "coupled", "value": 1e-4}
+    assert (meta["recipe"]["schedule"], meta["recipe"]["nesterov"]) == ("step", False)
+    curve = meta["learning_curve"]
+    assert len(curve["train_per_epoch"]["loss"]) == 30 == 3 * len(curve["test"])
+    assert curve["test"][-1]["accuracy"] == pytest.approx(meta["metrics_test"]["top1"],
+                                                          abs=0.002)   # bf16 vs float32
 
 
 @pytest.mark.parametrize("name", _shipped())
