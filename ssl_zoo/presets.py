@@ -300,13 +300,26 @@ def as_float32(model, input_shape=None):
     >>> all(np.array_equal(a, b) for a, b in zip(copy.get_weights(), model.get_weights()))
     True
     """
-    if model.dtype_policy.name == "float32" and all(
-            layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+    if _computes_in_float32(model):
         return model
-    config = _float32_config(_without_compile_config(
-        keras.saving.serialize_keras_object(model)))
+    config = _preset_config(model)
     if input_shape is None:
         input_shape = (config.get("build_config") or {}).get("input_shape", [None])[1:]
+    return _rebuilt_with_weights(model, config, input_shape)
+
+
+def _computes_in_float32(model):
+    return all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers())
+
+
+def _preset_config(model):
+    """`model`'s config as a preset holds it: no optimizer, float32 policies."""
+    return _float32_config(_without_compile_config(keras.saving.serialize_keras_object(model)))
+
+
+def _rebuilt_with_weights(model, config, input_shape):
+    """A model rebuilt from `config` (its layers made under float32) and built for
+    `input_shape`, holding `model`'s weights and nothing else (no optimizer)."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
@@ -383,17 +396,6 @@ def is_preset_name(name):
     return name in PRESET_ALIASES or _complete(presets_dir() / name)
 
 
-def _uncompiled_copy(model, config, metadata):
-    """`model`'s weights in a model rebuilt from its config without an optimizer
-    (Keras writes a compiled model's optimizer variables into its weights file)."""
-    if not getattr(model, "compiled", False):
-        return model
-    clean = keras.saving.deserialize_keras_object(config)
-    clean.build((None,) + tuple(metadata["input_shape"]))
-    clean.set_weights(model.get_weights())
-    return clean
-
-
 def save_preset(model, name, metadata, root=None):
     """Writes `model` as preset `name` (config, weights, metadata with sha256).
 
@@ -418,11 +420,14 @@ def save_preset(model, name, metadata, root=None):
     root = pathlib.Path(root) if root else presets_dir()
     with atomic_directory(root / name) as tmp:
         tmp = pathlib.Path(tmp)
-        model = as_float32(model, metadata["input_shape"])
-        config = _without_compile_config(keras.saving.serialize_keras_object(model))
+        config = _preset_config(model)
         with atomic_write(tmp / CONFIG_FILE, "w") as f:
             json.dump(config, f, indent=1)
-        _uncompiled_copy(model, config, metadata).save_weights(str(tmp / WEIGHTS_FILE))
+        # Keras writes a compiled model's optimizer variables into its weights file:
+        # a compiled or mixed-precision model is saved through a clean float32 copy.
+        if getattr(model, "compiled", False) or not _computes_in_float32(model):
+            model = _rebuilt_with_weights(model, config, metadata["input_shape"])
+        model.save_weights(str(tmp / WEIGHTS_FILE))
         arch, _, tag = str(name).partition(".")
         meta = {"arch": arch, "tag": tag, "class_name": type(model).__name__,
                 **metadata, "name": name,

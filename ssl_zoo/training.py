@@ -748,7 +748,7 @@ def _training_fields(config):
 
 
 def _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,
-                       training_details, periodic, start, train_seconds=None):
+                       training_details, periodic, start, train_seconds):
     metrics, details = evaluate(model, spec, labeled, test, cfg)
     probe = metrics.pop("probe", None)
     details.update(training_details)
