@@ -19,7 +19,6 @@ the whole CIFAR-10 test split and on the fixed slice that tests/test_presets.py 
 
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -88,7 +87,6 @@ def main(_):
     from ssl_zoo.training import (TrainConfig, load_data, resolve_backbone, resolve_recipe,
                                   train_and_evaluate)
     for method in FLAGS.methods:
-        start = time.time()
         extra = dict(MILESTONE1, data_kwargs={"pad_mode": "reflect"}) \
             if FLAGS.recipe == "milestone1" and method != "supcon" else {}
         if FLAGS.recipe == "milestone1" and method == "supcon":
@@ -129,12 +127,19 @@ def main(_):
             description = (f"Supervised ResNet-32, CIFAR-10 (top-1 "
                            f"{100 * full['top1']:.1f}% at a CPU budget)")
         flags_txt = " ".join(f"--{k}={FLAGS[k].value}" for k in (
-            "recipe", "width", "epochs", "batch_size", "train_examples", "precision"))
+            "recipe", "width", "epochs", "batch_size", "train_examples", "precision",
+            "eval_epochs"))
+        # The trainer's time: every epoch of the run, over all its resumptions (this
+        # process may have trained only the last few); None for a run finished before
+        # the trainer recorded it.
+        train_seconds = out["train_seconds"]
+        took = ("training time not recorded" if train_seconds is None else
+                f"{round(train_seconds)} s of training on 2 CPU cores")
         flags_txt = f"--methods={method} --arch={arch} " + flags_txt
         budget = (f"{arch} width {FLAGS.width}, {FLAGS.train_examples} random CIFAR-10 "
                   f"training images (seed 0), {FLAGS.epochs} epochs, batch "
                   f"{FLAGS.batch_size}, {FLAGS.precision}, recipe {recipe}, "
-                  f"{round(time.time() - start)} s on 2 CPU cores")
+                  + took)
         meta = {
             "description": description,
             "class_name": type(model).__name__,
@@ -153,7 +158,7 @@ def main(_):
                               "std": list(info.std), "normalisation": "inside the model"},
             "training_command": f"python benchmarks/train_presets.py {flags_txt}",
             "budget": budget,
-            "train_seconds": round(time.time() - start, 1),
+            "train_seconds": None if train_seconds is None else round(train_seconds, 1),
             "metrics_test": full,
             "metrics_slice": on_slice,
             "slice": f"every {SLICE_STEP}th CIFAR-10 test image in loader order "
