@@ -217,3 +217,20 @@ def test_cli_backbone_default(argv, want):
             assert resolve_backbone(cfg, spec) == (spec.backbone or "resnet32_cifar")
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def test_class_default_backbone_is_the_methods():
+    """`SLAModel(num_classes=10)` in Python builds the network the trainer would: the
+    class's default backbone is its method's (the authors' option-A ResNet-32 for the
+    supervised baseline and the SLA family)."""
+    import inspect
+
+    from ssl_zoo.models.registry import METHODS
+    checked = set()
+    for name, spec in METHODS.items():
+        if spec.backbone is None:
+            continue
+        default = inspect.signature(spec.model_class.__init__).parameters["backbone"].default
+        assert default == spec.backbone, (name, default, spec.backbone)
+        checked.add(name)
+    assert {"supervised", "sla", "da", "mt"} <= checked

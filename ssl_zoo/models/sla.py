@@ -26,7 +26,7 @@ INFERENCE_MODES = ("single", "aggregated", "self_distill")
 class TransformationModel(BackboneModel):
     """Base of the SLA family: owns the transformation set and the expanded forward."""
 
-    def __init__(self, backbone="resnet32_cifar", num_classes=10, transforms="rotation",
+    def __init__(self, backbone=CIFAR_RESNET_BACKBONE, num_classes=10, transforms="rotation",
                  **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
         self.transformations = InputTransformations(transforms, name="transformations")
@@ -60,7 +60,8 @@ class SLAModel(InferenceModeMixin, TransformationModel):
     the aggregated prediction as a stop-gradient teacher.
 
     Args:
-        backbone: backbone name, `keras.Model` or config (see `BackboneModel`).
+        backbone: backbone name, `keras.Model` or config (see `BackboneModel`); by
+            default the authors' option-A ResNet-32 ("resnet32_cifar_a").
         num_classes: N.
         transforms: 'rotation' (M=4), 'color_permutation' (M=6), 'rotation_color'
             (M=24) or a list of transformation names with the identity first.
@@ -86,7 +87,7 @@ class SLAModel(InferenceModeMixin, TransformationModel):
     (2, 10)
     """
 
-    def __init__(self, backbone="resnet32_cifar", num_classes=10, transforms="rotation",
+    def __init__(self, backbone=CIFAR_RESNET_BACKBONE, num_classes=10, transforms="rotation",
                  self_distill=True, temperature=1.0, inference=None, **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes,
                          transforms=transforms, **kwargs)
@@ -191,7 +192,7 @@ class DAModel(LinearClassifierMixin, TransformationModel):
     (2, 10)
     """
 
-    def __init__(self, backbone="resnet32_cifar", num_classes=10, transforms="rotation",
+    def __init__(self, backbone=CIFAR_RESNET_BACKBONE, num_classes=10, transforms="rotation",
                  **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes,
                          transforms=transforms, **kwargs)
@@ -218,7 +219,7 @@ class MTModel(LinearClassifierMixin, TransformationModel):
     (2, 10)
     """
 
-    def __init__(self, backbone="resnet32_cifar", num_classes=10, transforms="rotation",
+    def __init__(self, backbone=CIFAR_RESNET_BACKBONE, num_classes=10, transforms="rotation",
                  **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes,
                          transforms=transforms, **kwargs)

@@ -23,7 +23,9 @@ class SupervisedModel(LinearClassifierMixin, BackboneModel):
     """Backbone + linear classifier trained with cross-entropy.
 
     Args:
-        backbone, num_classes, width, mean, std, sync_batchnorm: see `BackboneModel`.
+        backbone: see `BackboneModel`; by default the authors' option-A ResNet-32
+            ("resnet32_cifar_a"), the network of the SLA comparison.
+        num_classes, width, mean, std, sync_batchnorm: see `BackboneModel`.
 
     Call args:
         images: (B, H, W, 3) raw images on the 0..255 scale (uint8 or float).
@@ -39,7 +41,7 @@ class SupervisedModel(LinearClassifierMixin, BackboneModel):
     (2, 10)
     """
 
-    def __init__(self, backbone="resnet32_cifar", num_classes=10, **kwargs):
+    def __init__(self, backbone=CIFAR_RESNET_BACKBONE, num_classes=10, **kwargs):
         super().__init__(backbone=backbone, num_classes=num_classes, **kwargs)
         self.add_classifier()
 
