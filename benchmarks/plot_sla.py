@@ -3,6 +3,9 @@ matplotlib: pip install "ssl_zoo[docs]").
 
     python benchmarks/plot_sla.py          # writes docs/images/sla_{curves,bars,gain}.png
 
+and prints the accuracy table of docs/sla.md (`accuracy_table`, which needs no
+matplotlib; tests/test_benchmark_results.py holds the docs to it).
+
 Curves: test accuracy every few epochs (the model's default inference: SLA's
 self-distilled head) and training accuracy per epoch (SLA: single inference and the
 40-way joint accuracy, dashed). Bars: final test top-1 per method, mean over seeds with
@@ -20,6 +23,37 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plotting import pyplot  # noqa: E402
 COLORS = {"supervised": "tab:gray", "da": "tab:red", "mt": "tab:orange", "sla": "tab:blue"}
 ROWS = ("Supervised", "DA", "MT", "SLA single", "SLA+SD", "SLA+AG")
+ROW_METHOD = {"Supervised": "supervised", "DA": "da", "MT": "mt", "SLA single": "sla",
+              "SLA+AG": "sla", "SLA+SD": "sla"}
+TABLE_HEADER = ("| n | method | test top-1 (%) mean ± std | seeds | gain vs supervised "
+                "(points) | joint / class train acc. at the end (%) | train time (s) |")
+
+
+def accuracy_table(result):
+    """The markdown rows of docs/sla.md's accuracy table, from the protocol's JSON.
+
+    Per (n, method): the test top-1 mean ± std over seeds, the seed count, the gain
+    over the supervised mean, the last epoch's training accuracy (SLA: the 40-way joint
+    / the class head's single inference; "–" where a method has no joint task) and the
+    training wall time, each averaged over the seeds.
+    """
+    lines = [TABLE_HEADER, "|---|---|---|---|---|---|---|"]
+    for size, rows in result["summary"].items():
+        for row, v in rows.items():
+            runs = [r[ROW_METHOD[row]] for r in result["runs"][size].values()
+                    if ROW_METHOD[row] in r]
+            curves = [r["train_curve"] for r in runs]
+
+            def last(key):
+                return sum(100 * c[key][-1] for c in curves) / len(curves)
+            train = (f"{last('joint_accuracy'):.1f} / {last('single_accuracy'):.1f}"
+                     if "joint_accuracy" in curves[0] else f"– / {last('accuracy'):.1f}")
+            seconds = sum(r["seconds"] for r in runs) / len(runs)
+            gain = v.get("gain_over_supervised")
+            lines.append(f"| {size} | {row} | {v['mean']:.2f} ± {v['std']:.2f} | "
+                         f"{len(v['values'])} | {'' if gain is None else f'{gain:+.2f}'} | "
+                         f"{train} | {seconds:.0f} |")
+    return lines
 
 
 def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
@@ -36,25 +70,29 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
 
     fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 3.6 * len(sizes)), squeeze=False)
     for (ax_test, ax_train), size in zip(axes, sizes):
+        first_seed = min(runs[size], key=int)
         for seed, by_method in sorted(runs[size].items()):
+            # Seeds share a method's colour; the later ones are drawn fainter.
+            alpha = 1.0 if seed == first_seed else 0.45
             for method, run in by_method.items():
                 spe = run["steps_per_epoch"]
                 label = f"{method} (seed {seed})"
                 test = run["test_curve"]
                 ax_test.plot([e["step"] / spe for e in test],
                              [100 * e["accuracy"] for e in test],
-                             color=COLORS.get(method), marker="o", ms=3, label=label)
+                             color=COLORS.get(method), marker="o", ms=3, alpha=alpha,
+                             label=label)
                 curve = run["train_curve"]
                 key = "single_accuracy" if method == "sla" else "accuracy"
                 if key in curve:
                     ax_train.plot(np.arange(1, len(curve[key]) + 1),
                                   [100 * v for v in curve[key]], color=COLORS.get(method),
-                                  label=label)
+                                  alpha=alpha, label=label)
                 if "joint_accuracy" in curve:
                     ax_train.plot(np.arange(1, len(curve["joint_accuracy"]) + 1),
                                   [100 * v for v in curve["joint_accuracy"]],
-                                  color=COLORS.get(method), ls="--",
-                                  label=f"{method} joint (40-way)")
+                                  color=COLORS.get(method), ls="--", alpha=alpha,
+                                  label=f"{method} joint (40-way, seed {seed})")
         ax_test.set_title(f"test top-1, CIFAR-10 n={size}")
         ax_train.set_title(f"training accuracy (augmented batches), n={size}")
         for ax in (ax_test, ax_train):
@@ -103,6 +141,7 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
         written.append(path)
     for path in written:
         print(f"wrote {path}")
+    print("\n".join(accuracy_table(result)))
 
 
 if __name__ == "__main__":

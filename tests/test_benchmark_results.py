@@ -67,3 +67,15 @@ def test_sla_doc_accuracy_table_matches_results():
             assert re.search(rf"\| {size} \| {re.escape(row)} \| {v['mean']:.2f} ± "
                              rf"{v['std']:.2f} \| {len(values)} \|", text), (
                 f"docs/sla.md does not quote n={size} {row} = {v['mean']:.2f}")
+
+def test_sla_doc_accuracy_table_is_the_generated_one():
+    """docs/sla.md holds, as one block, the table `benchmarks/plot_sla.py` prints from
+    the shipped JSON (training accuracies and times averaged over the seeds too)."""
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import plot_sla
+    finally:
+        sys.path.pop(0)
+    table = "\n".join(plot_sla.accuracy_table(_load("sla.json")))
+    assert table + "\n" in _doc("sla.md"), table
