@@ -128,16 +128,22 @@ def test_two_workers_train_like_one_process(method, tmp_path):
         _assert_same_weights(chief, single["model"], "2 workers vs 1 process")
 
 
-# Several steps of the recipe optimizers (SGD, momentum 0.9, most with Nesterov) on 2
-# replicas vs 1 device. One step is exact for every method (the battery's
-# replica_parity check), the replicas' copies stay identical, and supervised, SLA,
-# SupCon, Jigsaw agree to 3e-6 after these 8 steps; DA, MT, FixMatch and DASO drift by
-# 1e-4 .. 2.6e-3 (measured at lr 0.005; not with plain SGD or at lr 0), a float32
-# summation-order difference the momentum carries, whose cause is not pinned down.
+# Several steps of the recipe optimizers (SGD, momentum 0.9) on 2 replicas vs 1 device.
+# One step is exact for every method (the battery's replica_parity check), the
+# replicas' copies stay identical, and after these 8 steps supervised, SLA, DA, MT,
+# SupCon, SimCLR and Jigsaw agree to 6e-7 (measured), so they are held to ATOL.
+# FixMatch and DASO drift by 2.6e-3 / 3.5e-3. What was measured of that drift (lr
+# 0.005): the replicas' rows are the 1-device run's rows at every step (compared row
+# by row); it is not the momentum's (3.4e-4 with momentum 0) nor the pseudo-label
+# mask's (threshold 1.0 gives the same); after one step it is 4.6e-6, and 6e-8 when
+# the 1-device reference also uses Keras' synchronized batch norm (one-pass
+# E[x^2] - E[x]^2 variance, the 2-replica formula); with that reference it grows
+# 6e-8, 4e-7, 7e-5, 5e-4 over the first 4 steps. Its cause is not pinned down.
 # The tolerance sits between that drift and what a real error does: a step size 10%
 # off moves these weights by 7e-3 (supervised) to 8e-3 (FixMatch), a doubled step by
 # 1.5e-2.
 DRIFT_ATOL = 4e-3
+DRIFTING = {"fixmatch", "daso"}
 # cluster_classification needs a trained teacher model; its step is the supervised one
 # on pseudo-labels (the battery's replica_parity covers it).
 NEEDS_TEACHER = {"cluster_classification"}
@@ -175,7 +181,8 @@ def test_mirrored_training_matches_one_device_over_several_steps(method, tmp_pat
     # trainable weights: statistics derived from them (batch-norm moving variance,
     # EMA copies) carry the same drift, amplified (DASO: 6e-3 in a moving variance)
     _assert_same_weights(mirrored["model"], single["model"], "2 replicas vs 1 device",
-                         atol=DRIFT_ATOL, trainable_only=True)
+                         atol=DRIFT_ATOL if method in DRIFTING else ATOL,
+                         trainable_only=True)
     for w in mirrored["model"].weights:          # the replicas' copies never drift apart
         copies = [keras.ops.convert_to_numpy(c) for c in getattr(w.value, "values", ())]
         for c in copies[1:]:
