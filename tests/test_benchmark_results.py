@@ -68,6 +68,7 @@ def test_sla_doc_accuracy_table_matches_results():
                              rf"{v['std']:.2f} \| {len(values)} \|", text), (
                 f"docs/sla.md does not quote n={size} {row} = {v['mean']:.2f}")
 
+
 def test_sla_doc_accuracy_table_is_the_generated_one():
     """docs/sla.md holds, as one block, the table `benchmarks/plot_sla.py` prints from
     the shipped JSON (training accuracies and times averaged over the seeds too)."""
