@@ -220,17 +220,20 @@ def test_cli_backbone_default(argv, want):
 
 
 def test_class_default_backbone_is_the_methods():
-    """`SLAModel(num_classes=10)` in Python builds the network the trainer would: the
-    class's default backbone is its method's (the authors' option-A ResNet-32 for the
-    supervised baseline and the SLA family)."""
+    """`SLAModel(num_classes=10)` in Python builds the network the trainer would: every
+    registered class's default backbone is the one a run of its method gets without
+    `--backbone` (the authors' option-A ResNet-32 for the supervised baseline and the
+    SLA family, WRN-28-2 for FixMatch/DASO, the tile VGG for Jigsaw)."""
     import inspect
 
     from ssl_zoo.models.registry import METHODS
-    checked = set()
+    from ssl_zoo.training import TrainConfig, resolve_backbone
+    runs = {}
     for name, spec in METHODS.items():
-        if spec.backbone is None:
-            continue
         default = inspect.signature(spec.model_class.__init__).parameters["backbone"].default
-        assert default == spec.backbone, (name, default, spec.backbone)
-        checked.add(name)
-    assert {"supervised", "sla", "da", "mt"} <= checked
+        run = resolve_backbone(TrainConfig(method=name), spec)
+        assert default == run, (name, default, run)
+        runs[name] = run
+    assert {runs[m] for m in ("supervised", "sla", "da", "mt")} == {"resnet32_cifar_a"}
+    assert (runs["fixmatch"], runs["daso"], runs["jigsaw"]) == ("wrn28_2", "wrn28_2",
+                                                                 "vgg_tile")

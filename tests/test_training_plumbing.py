@@ -70,7 +70,8 @@ def test_recipes_resolve_defaults_method_then_caller():
         recipe = resolve_recipe(TrainConfig(method=name), get_method(name))
         assert (recipe["nesterov"], recipe["weight_decay_mode"], recipe["schedule"]) == \
             (False, "coupled", "cosine")
-    assert resolve_backbone(TrainConfig(), get_method("fixmatch")) == "resnet32_cifar"
+    assert resolve_backbone(TrainConfig(), get_method("fixmatch")) == "wrn28_2"
+    assert resolve_backbone(TrainConfig(), get_method("supcon")) == "resnet32_cifar"
     assert resolve_backbone(TrainConfig(backbone="wrn28_2"), get_method("sla")) == "wrn28_2"
 
 
