@@ -21,10 +21,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from plotting import pyplot  # noqa: E402
+from sla_rows import ROWS  # noqa: E402
 COLORS = {"supervised": "tab:gray", "da": "tab:red", "mt": "tab:orange", "sla": "tab:blue"}
-ROWS = ("Supervised", "DA", "MT", "SLA single", "SLA+SD", "SLA+AG")
-ROW_METHOD = {"Supervised": "supervised", "DA": "da", "MT": "mt", "SLA single": "sla",
-              "SLA+AG": "sla", "SLA+SD": "sla"}
 TABLE_HEADER = ("| n | method | test top-1 (%) mean ± std | seeds | gain vs supervised "
                 "(points) | joint / class train acc. at the end (%) | train time (s) |")
 
@@ -40,8 +38,8 @@ def accuracy_table(result):
     lines = [TABLE_HEADER, "|---|---|---|---|---|---|---|"]
     for size, rows in result["summary"].items():
         for row, v in rows.items():
-            runs = [r[ROW_METHOD[row]] for r in result["runs"][size].values()
-                    if ROW_METHOD[row] in r]
+            method = ROWS[row][0]
+            runs = [r[method] for r in result["runs"][size].values() if method in r]
             curves = [r["train_curve"] for r in runs]
 
             def last(key):

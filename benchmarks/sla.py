@@ -33,6 +33,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from sla_rows import rows_of  # noqa: E402
 from timing import time_interleaved  # noqa: E402
 
 flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
@@ -64,10 +65,6 @@ flags.DEFINE_string("speed_out", os.path.join(_REPO, "benchmarks", "results",
                     "JSON output of the speed ratios.")
 FLAGS = flags.FLAGS
 
-ROWS = {"supervised": {"Supervised": "accuracy"}, "da": {"DA": "accuracy"},
-        "mt": {"MT": "accuracy"},
-        "sla": {"SLA single": "single_accuracy", "SLA+AG": "aggregated_accuracy",
-                "SLA+SD": "self_distill_accuracy"}}
 CURVE_KEYS = ("loss", "accuracy", "joint_accuracy", "single_accuracy",
               "aggregated_accuracy", "self_distill_accuracy", "transform_accuracy")
 
@@ -101,7 +98,7 @@ def summarise(runs):
         rows = {}
         for seed_runs in by_seed.values():
             for method, run in seed_runs.items():
-                for row, key in ROWS.get(method, {}).items():
+                for row, key in rows_of(method).items():
                     if key in run["metrics"]:
                         rows.setdefault(row, []).append(100 * run["metrics"][key])
         table[size] = {row: {"mean": float(np.mean(v)), "std": float(np.std(v)),
@@ -128,7 +125,7 @@ def accuracy_protocol(result):
                 runs.setdefault(str(size), {}).setdefault(str(seed), {})[method] = run
                 print(f"   {method}: " + ", ".join(
                     f"{row} {100 * run['metrics'][k]:.2f}"
-                    for row, k in ROWS.get(method, {}).items() if k in run["metrics"])
+                    for row, k in rows_of(method).items() if k in run["metrics"])
                     + f" ({run['seconds'] or 0:.0f} s)", flush=True)
                 result["summary"] = summarise(runs)
                 atomic_write_json(FLAGS.out, result)
