@@ -103,7 +103,7 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
     fig.savefig(path, dpi=110)
     written.append(path)
 
-    fig, ax = plt.subplots(figsize=(1.2 + 2.2 * len(sizes), 3.6))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + 2.2 * len(sizes)), 3.6))
     width = 0.8 / len(ROWS)
     for i, row in enumerate(ROWS):
         means = [summary[s].get(row, {}).get("mean", np.nan) for s in sizes]
@@ -112,8 +112,8 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
                yerr=stds, label=row, capsize=2)
     ax.set_xticks(np.arange(len(sizes)), [f"n={s}" for s in sizes])
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title("CIFAR-10 subsets, ResNet-32 (option A) x0.5, authors' recipe")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("CIFAR-10 subsets, ResNet-32 (option A) x0.5,\nthe authors' recipe", fontsize=9)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = os.path.join(out_dir, "sla_bars.png")
