@@ -2,6 +2,7 @@
 matplotlib: pip install "ssl_zoo[docs]").
 
     python benchmarks/plot_sla.py          # writes docs/images/sla_{curves,bars,gain}.png
+    python benchmarks/plot_sla.py runs/sla_protocol150.json /tmp/plots   # [results [out_dir]]
 
 and prints the accuracy table of docs/sla.md (`accuracy_table`, which needs no
 matplotlib; tests/test_benchmark_results.py holds the docs to it).
@@ -143,4 +144,6 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
 
 
 if __name__ == "__main__":
+    if not set(sys.argv[1:]).isdisjoint({"-h", "--help"}) or len(sys.argv) > 3:
+        sys.exit(__doc__)
     main(*sys.argv[1:])
