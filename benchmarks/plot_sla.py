@@ -113,7 +113,8 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
                yerr=stds, label=row, capsize=2)
     ax.set_xticks(np.arange(len(sizes)), [f"n={s}" for s in sizes])
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title("CIFAR-10 subsets, ResNet-32 (option A) x0.5,\nthe authors' recipe", fontsize=9)
+    ax.set_title("CIFAR-10 subsets, ResNet-32 (option A) x0.5,\nthe authors' recipe",
+                 fontsize=9)
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
