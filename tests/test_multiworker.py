@@ -142,9 +142,10 @@ def test_two_workers_train_like_one_process(method, tmp_path):
 # through the batch-norm statistics of the unlabeled views, not their loss -- lambda_u
 # 0 gives the same 4.4e-4 to the digit, a strong view replaced by the weak one 1.8e-5;
 # the distributed batches equal the 1-device ones bit for bit (strong views included);
-# no batch-norm input channel has mean^2/var above 7.3 (no one-pass cancellation); and
-# on 1 device the dynamics do not amplify noise so fast (1e-7 random noise on every
-# weight stays 4e-7 after 4 steps, 1e-5 after 8; lr x (1 + 1e-6) 1.2e-7 after 8).
+# no batch-norm input channel has mean^2/var above 7.3 after 3 steps (no one-pass
+# cancellation); and on 1 device the dynamics do not amplify noise so fast (noise of
+# std 1e-7 on every weight, max 3.8e-7, is 3.7e-7 after 4 steps and 1e-5 after 8; lr
+# x (1 + 1e-6) gives 1.2e-7 after 8).
 # Its cause is not pinned down.
 # The tolerance sits between that drift and what a real error does: a step size 10%
 # off moves these weights by 7e-3 (supervised) to 8e-3 (FixMatch), a doubled step by
