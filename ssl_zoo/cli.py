@@ -113,7 +113,7 @@ def _backbone(announce=False):
     from ssl_zoo.models.registry import get_method
     if FLAGS.backbone is not None or FLAGS.dataset != "digits":
         return FLAGS.backbone
-    if get_method(FLAGS.method).backbone == "resnet32_cifar_a":
+    if get_method(FLAGS.method).default_backbone == "resnet32_cifar_a":
         if announce:
             print(f"digits quick start: backbone {QUICKSTART_BACKBONE} (the option-A "
                   f"resnet32_cifar_a needs ~30 epochs on the digits; pass --backbone to "

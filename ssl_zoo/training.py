@@ -109,11 +109,10 @@ DEFAULT_RECIPE = {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True,
                   "schedule": "cosine", "warmup_steps": 0}
 
 
-DEFAULT_BACKBONE = "resnet32_cifar"
-
-
 def resolve_backbone(cfg, spec):
-    """The backbone of a run: `cfg.backbone`, else the method's, else DEFAULT_BACKBONE.
+    """The backbone of a run: `cfg.backbone`, else the method's
+    (`MethodSpec.default_backbone`: its model class's constructor default unless the
+    spec names another).
 
     Example:
     >>> from ssl_zoo.models import get_method
@@ -122,7 +121,7 @@ def resolve_backbone(cfg, spec):
     >>> resolve_backbone(TrainConfig(backbone="wrn28_2"), get_method("sla"))
     'wrn28_2'
     """
-    return cfg.backbone or spec.backbone or DEFAULT_BACKBONE
+    return cfg.backbone or spec.default_backbone
 
 
 def resolve_recipe(cfg, spec):

@@ -196,13 +196,13 @@ def test_export_of_contrastive_models_and_probes(tmp_path):
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("argv, want", [
-    (["--method=sla"], "resnet32_cifar"),           # the digits quick start
-    (["--method=sla", "--dataset=cifar10"], None),   # the method's: resnet32_cifar_a
-    (["--method=sla", "--backbone=resnet32_cifar_a"], "resnet32_cifar_a"),
-    (["--method=supcon"], None),                     # no option-A default to replace
+@pytest.mark.parametrize("argv, want, run", [
+    (["--method=sla"], "resnet32_cifar", "resnet32_cifar"),  # the digits quick start
+    (["--method=sla", "--dataset=cifar10"], None, "resnet32_cifar_a"),  # the method's
+    (["--method=sla", "--backbone=resnet32_cifar_a"], "resnet32_cifar_a", "resnet32_cifar_a"),
+    (["--method=supcon"], None, "resnet32_cifar"),  # no option-A default to replace
 ])
-def test_cli_backbone_default(argv, want):
+def test_cli_backbone_default(argv, want, run):
     from absl import flags
     from ssl_zoo import cli
     from ssl_zoo.models import get_method
@@ -212,21 +212,20 @@ def test_cli_backbone_default(argv, want):
         flags.FLAGS(["ssl-zoo", *argv])
         cfg = cli._config()
         assert cfg.backbone == want
-        spec = get_method(cfg.method)
-        if want is None:
-            assert resolve_backbone(cfg, spec) == (spec.backbone or "resnet32_cifar")
+        assert resolve_backbone(cfg, get_method(cfg.method)) == run
     finally:
         flags.FLAGS.unparse_flags()
 
 
 def test_class_default_backbone_is_the_methods():
-    """`SLAModel(num_classes=10)` in Python builds the network the trainer would: every
-    registered class's default backbone is the one a run of its method gets without
-    `--backbone` (the authors' option-A ResNet-32 for the supervised baseline and the
-    SLA family, WRN-28-2 for FixMatch/DASO, the tile VGG for Jigsaw)."""
+    """`SLAModel(num_classes=10)` in Python builds the network the trainer would: a run
+    that names no backbone gets its class's constructor default (the authors' option-A
+    ResNet-32 for the supervised baseline and the SLA family, WRN-28-2 for FixMatch/DASO,
+    the tile VGG for Jigsaw); a spec that names one (or a `defaults` backbone) wins."""
     import inspect
 
-    from ssl_zoo.models.registry import METHODS
+    from ssl_zoo.models.registry import METHODS, MethodSpec
+    from ssl_zoo.models.supervised import SupervisedModel
     from ssl_zoo.training import TrainConfig, resolve_backbone
     runs = {}
     for name, spec in METHODS.items():
@@ -237,3 +236,15 @@ def test_class_default_backbone_is_the_methods():
     assert {runs[m] for m in ("supervised", "sla", "da", "mt")} == {"resnet32_cifar_a"}
     assert (runs["fixmatch"], runs["daso"], runs["jigsaw"]) == ("wrn28_2", "wrn28_2",
                                                                  "vgg_tile")
+    assert runs["supcon"] == runs["simclr"] == "resnet32_cifar"
+    named = MethodSpec(SupervisedModel, "x", backbone="wrn28_2")
+    assert resolve_backbone(TrainConfig(), named) == "wrn28_2"
+    in_defaults = MethodSpec(SupervisedModel, "x", defaults={"backbone": "vgg_tile"})
+    assert resolve_backbone(TrainConfig(), in_defaults) == "vgg_tile"
+    assert resolve_backbone(TrainConfig(backbone="resnet32_cifar"), named) == "resnet32_cifar"
+
+    class NoDefault(SupervisedModel):
+        def __init__(self, backbone, num_classes=10):
+            super().__init__(backbone, num_classes)
+    with pytest.raises(ValueError, match="NoDefault has no default backbone"):
+        resolve_backbone(TrainConfig(), MethodSpec(NoDefault, "x"))

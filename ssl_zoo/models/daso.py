@@ -128,7 +128,6 @@ register_method("daso", MethodSpec(
     DASOModel, "DASO: FixMatch with distribution-aware blending of semantic "
                "pseudo-labels from a momentum prototype queue (Oh et al. 2022).",
     stream="semi_supervised", view="weak", recipe=SEMI_SUPERVISED_RECIPE,
-    backbone="wrn28_2",
     data_kwargs={"mu": 2, "strong": "strong_daso", "include_unlabeled_labels": True},
     test_kwargs={"threshold": 0.5, "warmup_steps": 0, "count_window": 1,
                  "queue_size": 4}))

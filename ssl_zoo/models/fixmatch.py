@@ -309,6 +309,5 @@ register_method("fixmatch", MethodSpec(
     FixMatchModel, "FixMatch: confident weak-view pseudo-labels taught to strong views, "
                    "EMA model for evaluation (Sohn et al. 2020).",
     stream="semi_supervised", view="weak", recipe=SEMI_SUPERVISED_RECIPE,
-    backbone="wrn28_2",
     data_kwargs={"mu": 2, "strong": "strong_fixmatch", "include_unlabeled_labels": True},
     test_kwargs={"threshold": 0.5}))

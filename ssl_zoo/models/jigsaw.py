@@ -206,5 +206,4 @@ register_method("jigsaw", MethodSpec(
                  "0-2 of them from another image (Noroozi et al. 2018); evaluated by "
                  "linear probe.",
     view="model", evaluation="linear_probe", class_labels=False, recipe=JIGSAW_RECIPE,
-    backbone="vgg_tile", defaults={},
     test_kwargs={"num_permutations": 6, "hidden_units": (8,)}))

@@ -6,6 +6,7 @@ battery read this registry and have no per-method branches.
 """
 
 import dataclasses
+import inspect
 
 STREAMS = ("labeled", "semi_supervised")
 
@@ -38,9 +39,10 @@ class MethodSpec:
         data_kwargs: the method's default stream options (`training.make_train_stream`),
             e.g. `{"mu": 2, "strong": "strong_daso"}` or, for a labeled stream, the
             view's options (`{"pad_mode": "constant"}`); the caller's win.
-        backbone: the backbone a run uses when its config names none (the
-            authors' network, e.g. "resnet32_cifar_a" for the SLA family);
-            None: `training.DEFAULT_BACKBONE`.
+        backbone: the backbone a run uses when its config names none; None (the
+            usual case): the model class's own default, so that `SLAModel()` in
+            Python and `ssl-zoo train --method=sla` build the same network (see
+            `default_backbone`). Set it only for a method that differs from its class.
         class_labels: whether the model predicts the data set's classes (it is
             built with the data set's `num_classes` and trained on its labels).
             False for methods whose targets come from elsewhere (Jigsaw's
@@ -72,6 +74,27 @@ class MethodSpec:
                              f"{self.stream!r}.")
         if int(self.num_views) < 1:
             raise ValueError(f"MethodSpec num_views must be >= 1, got {self.num_views}.")
+
+    @property
+    def default_backbone(self):
+        """The backbone of a run that names none: `backbone`, else a `backbone` in
+        `defaults`, else the `backbone` default of `model_class`'s constructor.
+
+        Example:
+        >>> get_method("sla").default_backbone  # SLAModel's: the authors' option-A net
+        'resnet32_cifar_a'
+        >>> get_method("fixmatch").default_backbone
+        'wrn28_2'
+        """
+        if self.backbone:
+            return self.backbone
+        if self.defaults.get("backbone"):
+            return self.defaults["backbone"]
+        parameter = inspect.signature(self.model_class.__init__).parameters.get("backbone")
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            raise ValueError(f"{self.model_class.__name__} has no default backbone; "
+                             f"name one in its MethodSpec (backbone=...).")
+        return parameter.default
 
     def build(self, **kwargs):
         """The model, with `defaults` overridden by `kwargs`."""

@@ -255,8 +255,7 @@ class MTModel(LinearClassifierMixin, TransformationModel):
 
 
 # The authors' recipe for SLA and for the baselines they compare it with.
-_AUTHORS = {"recipe": CIFAR_RESNET_RECIPE, "backbone": CIFAR_RESNET_BACKBONE,
-            "data_kwargs": CIFAR_RESNET_DATA}
+_AUTHORS = {"recipe": CIFAR_RESNET_RECIPE, "data_kwargs": CIFAR_RESNET_DATA}
 register_method("sla", MethodSpec(
     SLAModel, "SLA: joint class x transformation labels with aggregation and "
               "self-distillation (Lee et al. 2020).", **_AUTHORS))

@@ -48,5 +48,4 @@ class SupervisedModel(LinearClassifierMixin, BackboneModel):
 
 register_method("supervised", MethodSpec(
     SupervisedModel, "Plain cross-entropy classifier (the baseline).",
-    recipe=CIFAR_RESNET_RECIPE, backbone=CIFAR_RESNET_BACKBONE,
-    data_kwargs=CIFAR_RESNET_DATA))
+    recipe=CIFAR_RESNET_RECIPE, data_kwargs=CIFAR_RESNET_DATA))
