@@ -82,3 +82,30 @@ def test_sla_doc_accuracy_table_is_the_generated_one():
     the shipped JSON (training accuracies and times averaged over the seeds too)."""
     table = "\n".join(_benchmark_module("plot_sla").accuracy_table(_load("sla.json")))
     assert table + "\n" in _doc("sla.md"), table
+
+
+def test_sla_official_step_results():
+    """The library's and the authors' SLA+SD models have the same size; the ratios are
+    the quotients of the step times in the same file; docs/sla.md quotes them."""
+    result = _load("sla_official_step.json")
+    rows = {r["jit_compile"]: r for r in result["results"]}
+    assert set(rows) == {False, True}
+    pairs = {"library_sla_over_official_sla": ("library_sla", "official_sla"),
+             "library_ce_over_official_ce": ("library_ce", "official_ce"),
+             "library_sla_over_library_ce": ("library_sla", "library_ce"),
+             "official_sla_over_official_ce": ("official_sla", "official_ce")}
+    for row in rows.values():
+        assert row["library_sla_parameters"] == result["official_sla_parameters"] == 466754
+        t = row["seconds_per_step"]
+        for key, (a, b) in pairs.items():
+            assert row[key] == pytest.approx(t[a] / t[b], rel=1e-9), key
+    text = _doc("sla.md")
+    for label, key in (("library SLA+SD step / official SLA+SD step",
+                        "library_sla_over_official_sla"),
+                       ("library CE step / official CE step", "library_ce_over_official_ce"),
+                       ("SLA+SD step / CE step, library", "library_sla_over_library_ce"),
+                       ("SLA+SD step / CE step, official", "official_sla_over_official_ce")):
+        line = next(l for l in text.splitlines() if l.startswith(f"| {label} |"))
+        graph, xla = (float(v) for v in re.findall(r"\| ([0-9.]+) ", line)[:2])
+        assert graph == pytest.approx(round(rows[False][key], 2), abs=1e-9), line
+        assert xla == pytest.approx(round(rows[True][key], 2), abs=1e-9), line
