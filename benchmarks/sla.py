@@ -9,7 +9,11 @@ backups, so a killed benchmark resumes where it stopped and a finished run is re
 (evaluated again, not retrained). After each run the JSON is rewritten with every
 finished run: per run the final test metrics on the full test set, the per-epoch
 training curves and the test accuracy every `--eval_epochs` epochs; per size the mean
-and spread over seeds and SLA's gain over the supervised baseline.
+and spread over seeds and SLA's gain over the supervised baseline. The JSON carries the
+finished runs across sessions and machines: a later run of the script keeps the runs it
+already holds under the same protocol and trains only the missing ones (`--rerun`
+trains them all again; a file of another protocol is refused by name). An unfinished
+run moves with `ssl-zoo pack` / `ssl-zoo unpack` of its run directory.
 
     python benchmarks/sla.py                       # the documented protocol (hours)
     python benchmarks/sla.py --quick               # minutes: a smoke run
@@ -57,6 +61,8 @@ flags.DEFINE_integer("speed_steps", 10, "Timed steps per speed measurement.")
 flags.DEFINE_bool("skip_accuracy", False, "Only measure speed.")
 flags.DEFINE_bool("skip_speed", False, "Only train for accuracy.")
 flags.DEFINE_bool("quick", False, "Tiny budget for a smoke run.")
+flags.DEFINE_bool("rerun", False, "Train every run again instead of keeping the runs "
+                  "already recorded in --out under the same protocol.")
 flags.DEFINE_string("jit", "both", "Speed: graph | xla | both.")
 flags.DEFINE_string("out", os.path.join(_REPO, "benchmarks", "results", "sla.json"),
                     "JSON output of the accuracy runs.")
@@ -112,6 +118,47 @@ def summarise(runs):
     return table
 
 
+# What makes two runs comparable: a results file holds runs of one protocol only.
+PROTOCOL_KEYS = ("width", "epochs", "test_examples", "batch_size", "precision")
+
+
+def recorded_results(path, protocol, rerun=False):
+    """The runs already in `path` ({size: {seed: {method: run}}}) when they were made
+    under `protocol` (the values of PROTOCOL_KEYS), else a named error.
+
+    Finished runs are kept across sessions in the JSON itself, not in `--model_dir`
+    (a scratch directory another machine may not have): a rerun of the benchmark with
+    other sizes or seeds adds its runs to the file and trains only what is missing.
+
+    >>> import json, tempfile
+    >>> path = tempfile.mkstemp(suffix=".json")[1]
+    >>> protocol = dict(width=0.5, epochs=150, test_examples=10000, batch_size=128,
+    ...                 precision="bfloat16")
+    >>> _ = open(path, "w").write(json.dumps({"config": protocol,
+    ...                                       "runs": {"2000": {"0": {"sla": {}}}}}))
+    >>> recorded_results(path, protocol)
+    {'2000': {'0': {'sla': {}}}}
+    >>> recorded_results(path, dict(protocol, epochs=300))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ... holds runs of another protocol (epochs 150, here 300): pass another --out, or --rerun to replace them
+    """
+    import json
+    if rerun or not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    if not old.get("runs"):
+        return {}
+    config = old.get("config", {})
+    differ = [f"{k} {config.get(k)}, here {protocol[k]}" for k in PROTOCOL_KEYS
+              if config.get(k) != protocol[k]]
+    if differ:
+        raise ValueError(f"{path} holds runs of another protocol ({'; '.join(differ)}): "
+                         f"pass another --out, or --rerun to replace them")
+    return old["runs"]
+
+
 def accuracy_protocol(result):
     from ssl_zoo.utils.io import atomic_write_json
     runs = result.setdefault("runs", {})
@@ -119,6 +166,10 @@ def accuracy_protocol(result):
         steps = size // FLAGS.batch_size
         for seed in [int(s) for s in FLAGS.seeds]:
             for method in FLAGS.methods:
+                if method in runs.get(str(size), {}).get(str(seed), {}):
+                    print(f"== {method} n={size} seed={seed}: recorded in {FLAGS.out}, "
+                          f"kept (--rerun trains it again)", flush=True)
+                    continue
                 print(f"== {method} n={size} seed={seed} ({FLAGS.epochs} epochs x "
                       f"{steps} steps)", flush=True)
                 run = one_run(method, size, seed, steps)
@@ -127,9 +178,20 @@ def accuracy_protocol(result):
                     f"{row} {100 * run['metrics'][k]:.2f}"
                     for row, k in rows_of(method).items() if k in run["metrics"])
                     + f" ({run['seconds'] or 0:.0f} s)", flush=True)
-                result["summary"] = summarise(runs)
+                _describe_runs(result)
                 atomic_write_json(FLAGS.out, result)
     return result
+
+
+def _describe_runs(result):
+    """The summary and the sizes, seeds and methods the file holds (over sessions)."""
+    runs = result["runs"]
+    result["summary"] = summarise(runs)
+    result["config"].update(
+        train_sizes=sorted(runs, key=int),
+        seeds=sorted({s for by_seed in runs.values() for s in by_seed}, key=int),
+        methods=[m for m in ("supervised", "sla", "da", "mt") if any(
+            m in r for by_seed in runs.values() for r in by_seed.values())])
 
 
 def speed_ratios(jit, width, batch, steps):
@@ -218,6 +280,8 @@ def main(_):
     if not FLAGS.skip_accuracy:
         if not os.path.exists(FLAGS.data):
             sys.exit(f"CIFAR-10 not found at {FLAGS.data}; pass --data.")
+        result["runs"] = recorded_results(
+            FLAGS.out, {k: result["config"][k] for k in PROTOCOL_KEYS}, FLAGS.rerun)
         accuracy_protocol(result)
         print("\n| n | method | test top-1 (%) mean +- std over seeds | gain vs supervised |")
         print("|---|---|---|---|")

@@ -12,7 +12,10 @@ jitter p=0.8, grey p=0.2). Every method is scored by a linear probe on frozen fe
 (CE also end to end). Each run lives in `--model_dir/<method>` with step backups: a
 killed benchmark resumes, a finished run is read back. Writes
 benchmarks/results/supcon.json (atomically, after each run) with the per-epoch
-training curves, and prints markdown tables.
+training curves, and prints markdown tables. The methods that file already holds under
+the same protocol are kept, not retrained (the file carries them across sessions;
+`--rerun` replaces them). The earlier protocol's figures (width 0.25, 5 epochs, before
+the authors' optimizer) are in benchmarks/results/supcon_earlier.json.
 
     python benchmarks/supcon.py                  # the documented protocol (hours)
     python benchmarks/supcon.py --quick          # minutes
@@ -58,6 +61,8 @@ flags.DEFINE_string("jit", "both", "Loss timing: graph | xla | both.")
 flags.DEFINE_bool("skip_accuracy", False, "Only measure speed and memory.")
 flags.DEFINE_bool("skip_speed", False, "Only train for accuracy.")
 flags.DEFINE_bool("quick", False, "Tiny budget (minutes).")
+flags.DEFINE_bool("rerun", False, "Train every method again instead of keeping the "
+                  "methods already recorded in --out under the same protocol.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("out", os.path.join(_REPO, "benchmarks", "results", "supcon.json"),
                     "JSON output.")
@@ -132,14 +137,67 @@ def accuracy_runs(result):
           f"{train.images.shape[1:]}", flush=True)
     rows = result.setdefault("accuracy", {})
     for method in FLAGS.methods:
+        if method in rows:
+            print(f"{method}: recorded in {FLAGS.out}, kept (--rerun trains it again)",
+                  flush=True)
+            continue
         rows[method] = train_method(method, train, test)
         print(f"{method}: probe {100 * rows[method]['probe_top1']:.2f} "
               f"({rows[method]['seconds']:.0f} s)", flush=True)
-        order = sorted(rows, key=lambda k: -rows[k]["probe_top1"])
-        names = {"ce": "CE", "simclr": "SimCLR", "supcon": "SupCon"}
-        result["ordering"] = " > ".join(names.get(k, k) for k in order)
+        _order(result)
         atomic_write_json(FLAGS.out, result)
+    _order(result)
     return rows
+
+
+def _order(result):
+    rows = result["accuracy"]
+    names = {"ce": "CE", "simclr": "SimCLR", "supcon": "SupCon"}
+    result["ordering"] = " > ".join(
+        names.get(k, k) for k in sorted(rows, key=lambda k: -rows[k]["probe_top1"]))
+
+
+# What makes two accuracy rows comparable: a results file holds one protocol's rows.
+PROTOCOL_KEYS = ("backbone", "width", "epochs", "train_examples", "test_examples",
+                 "batch_size", "warmup_epochs", "weight_decay", "probe_epochs",
+                 "precision", "seed")
+
+
+def recorded_results(path, protocol, rerun=False):
+    """What `path` already holds, to be kept by this run: its accuracy rows when they
+    were trained under `protocol` (the values of PROTOCOL_KEYS; a named error when the
+    file holds another protocol's rows), and its speed and memory figures.
+
+    The JSON carries finished runs across sessions and machines (`--model_dir` is a
+    scratch directory): a rerun trains only the methods the file does not hold.
+
+    >>> import json, tempfile
+    >>> path = tempfile.mkstemp(suffix=".json")[1]
+    >>> protocol = {k: 1 for k in PROTOCOL_KEYS}
+    >>> _ = open(path, "w").write(json.dumps({"config": protocol, "speed": [],
+    ...                                       "accuracy": {"ce": {"probe_top1": 0.5}}}))
+    >>> sorted(recorded_results(path, protocol).items())
+    [('accuracy', {'ce': {'probe_top1': 0.5}}), ('speed', [])]
+    >>> recorded_results(path, dict(protocol, epochs=2))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ... holds accuracy rows of another protocol (epochs 1, here 2): pass another --out, or --rerun to replace them
+    """
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    kept = {k: old[k] for k in ("speed", "memory") if k in old}
+    if old.get("accuracy") and not rerun:
+        config = old.get("config", {})
+        differ = [f"{k} {config.get(k)}, here {protocol[k]}" for k in PROTOCOL_KEYS
+                  if config.get(k) != protocol[k]]
+        if differ:
+            raise ValueError(f"{path} holds accuracy rows of another protocol "
+                             f"({'; '.join(differ)}): pass another --out, or --rerun to "
+                             f"replace them")
+        kept["accuracy"] = old["accuracy"]
+    return kept
 
 
 # --------------------------------------------------------------------- speed
@@ -322,6 +380,9 @@ def main(_):
                  "flip, colour jitter p=0.8, grey p=0.2). Linear probe: Adam (lr 1e-2, "
                  "batch 256) on standardised cached features, no augmentation.",
     }
+    # Kept from an earlier run of the same protocol, replaced by what this run measures.
+    result.update(recorded_results(
+        FLAGS.out, {k: result["config"][k] for k in PROTOCOL_KEYS}, FLAGS.rerun))
     if not FLAGS.skip_accuracy:
         accuracy_runs(result)
     if not FLAGS.skip_speed:

@@ -170,3 +170,153 @@ class TrainingBackup(keras.callbacks.Callback):
         for old in glob.glob(os.path.join(self.directory, "step-*.weights.h5")):
             if os.path.basename(old) != name:
                 os.remove(old)
+
+
+# What a run directory needs to resume (or, once trained, to be evaluated) elsewhere;
+# checkpoint.keras, TensorBoard logs and locks are left behind.
+RUN_FILES = ("history.json", "evaluations.json", "trained.keras", "trained.json")
+
+
+class RunArchiveError(ValueError):
+    """A run archive that cannot be packed or unpacked (named reason)."""
+
+
+def _run_members(model_dir):
+    """{path inside the archive: path on disk} of what resumes the run of `model_dir`."""
+    members = {}
+    backup = os.path.join(model_dir, "backup")
+    state = read_backup_state(backup)
+    if state is not None:
+        members["backup/" + STATE_FILE] = os.path.join(backup, STATE_FILE)
+        members["backup/" + os.path.basename(state["weights"])] = state["weights"]
+    for name in RUN_FILES:
+        if os.path.exists(os.path.join(model_dir, name)):
+            members[name] = os.path.join(model_dir, name)
+    if state is None and "trained.keras" not in members:
+        raise RunArchiveError(f"{model_dir} holds neither a step backup nor a trained "
+                              f"model: nothing to pack.")
+    return members
+
+
+def pack_run(model_dir, archive):
+    """Packs an unfinished (or trained) run into one .tar.gz that resumes elsewhere.
+
+    A `model_dir` is scratch space on one machine. The archive holds what the same
+    training command needs to go on from where the run stands on another machine or
+    in a later session: the step backup (`backup/state.json` and the weights file it
+    names: model, optimizer and random-generator states), the per-epoch history and
+    the periodic evaluations, or the trained model of a run that finished. The run's
+    lock is held while packing, so a live run is refused instead of copied mid-write;
+    the archive is written atomically.
+
+    Args:
+        model_dir: the run's `--model_dir` (per method for the benchmark scripts).
+        archive: the .tar.gz to write.
+
+    Returns:
+        {'step': optimizer steps of the backup (None for a trained run), 'files': the
+        archive's members, 'bytes': the archive's size}.
+
+    Raises:
+        RunArchiveError: nothing to pack. DirectoryInUseError: a run holds the lock.
+
+    Example:
+    >>> import tempfile, numpy as np, keras
+    >>> run, other = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> _ = model.fit(np.ones((16, 2)), np.ones(16), batch_size=4, epochs=1, verbose=0,
+    ...               callbacks=[TrainingBackup(os.path.join(run, "backup"), 4, 3)])
+    >>> pack_run(run, os.path.join(run, "..", "run.tar.gz"))["files"]
+    ['backup/state.json', 'backup/step-0000000004.weights.h5']
+    >>> unpack_run(os.path.join(run, "..", "run.tar.gz"), other)["step"]
+    4
+    >>> read_backup_state(os.path.join(other, "backup"))["step"]
+    4
+    """
+    import tarfile
+    from ssl_zoo.utils.io import directory_lock
+    model_dir = os.fspath(model_dir)
+    if not os.path.isdir(model_dir):
+        raise RunArchiveError(f"no run directory at {model_dir}.")
+    with directory_lock(model_dir):
+        members = _run_members(model_dir)
+        state = read_backup_state(os.path.join(model_dir, "backup"))
+        os.makedirs(os.path.dirname(os.path.abspath(archive)), exist_ok=True)
+        with atomic_path(archive) as tmp:
+            with tarfile.open(tmp, "w:gz") as tar:
+                for name, path in members.items():
+                    tar.add(path, arcname=name, recursive=False)
+    return {"step": None if state is None else int(state["step"]),
+            "files": list(members), "bytes": os.path.getsize(archive)}
+
+
+def unpack_run(archive, model_dir, overwrite=False):
+    """Unpacks a `pack_run` archive into `model_dir`; the run's training command then
+    resumes from its backup (or evaluates its trained model).
+
+    Args:
+        archive: a .tar.gz written by `pack_run`.
+        model_dir: the run directory to fill (created if missing).
+        overwrite: replace a backup or trained model already in `model_dir`
+            (refused by default: it may be further along than the archive).
+
+    Returns:
+        {'step': the backup's optimizer steps (None for a trained run), 'files'}.
+
+    Raises:
+        RunArchiveError: a missing or damaged archive, a member outside the run
+            directory or not a plain file, or a run directory that already holds a
+            run. DirectoryInUseError: a run holds the lock.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+    from ssl_zoo.utils.io import directory_lock
+    archive, model_dir = os.fspath(archive), os.fspath(model_dir)
+    if not os.path.isfile(archive):
+        raise RunArchiveError(f"no run archive at {archive}.")
+    allowed = set(RUN_FILES) | {"backup/" + STATE_FILE}
+    with directory_lock(model_dir):
+        if not overwrite:
+            present = [n for n in ("backup/" + STATE_FILE, "trained.keras")
+                       if os.path.exists(os.path.join(model_dir, n))]
+            if present:
+                raise RunArchiveError(
+                    f"{model_dir} already holds a run ({', '.join(present)}); it may be "
+                    f"further along than {archive}: pass overwrite=True (--overwrite) or "
+                    f"another directory.")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                infos = tar.getmembers()
+                for info in infos:
+                    ok = info.name in allowed or (
+                        info.name.startswith("backup/step-")
+                        and info.name.endswith(".weights.h5") and "/" not in info.name[7:])
+                    if not ok or not info.isfile():
+                        raise RunArchiveError(f"{archive} holds {info.name!r}, which is "
+                                              f"not a file of a run directory: refused.")
+                scratch = tempfile.mkdtemp(dir=model_dir, prefix=".unpack-")
+                try:
+                    for info in infos:
+                        target = os.path.join(scratch, info.name)
+                        os.makedirs(os.path.dirname(target), exist_ok=True)
+                        with tar.extractfile(info) as src, open(target, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+                    if overwrite:   # nothing of the run it replaces stays behind
+                        shutil.rmtree(os.path.join(model_dir, "backup"), ignore_errors=True)
+                        for name in RUN_FILES:
+                            if os.path.exists(os.path.join(model_dir, name)):
+                                os.remove(os.path.join(model_dir, name))
+                    # the weights before the state that names them
+                    for info in sorted(infos, key=lambda i: i.name.endswith(STATE_FILE)):
+                        target = os.path.join(model_dir, info.name)
+                        os.makedirs(os.path.dirname(target), exist_ok=True)
+                        os.replace(os.path.join(scratch, info.name), target)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise RunArchiveError(f"{archive} is not a readable run archive: {e}") from e
+    state = read_backup_state(os.path.join(model_dir, "backup"))
+    return {"step": None if state is None else int(state["step"]),
+            "files": [i.name for i in infos]}

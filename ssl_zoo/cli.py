@@ -1,4 +1,5 @@
-"""`ssl-zoo` command line: train | evaluate | export | list (absl flags live only here).
+"""`ssl-zoo` command line: train | evaluate | export | list | pack | unpack (absl flags
+live only here).
 
 Examples:
     ssl-zoo train                                   # SLA on the embedded digits
@@ -7,6 +8,8 @@ Examples:
     ssl-zoo evaluate --model_path=runs/sla/model.keras --dataset=...
     ssl-zoo export --model_path=runs/sla/model.keras --export_dir=out/sla
     ssl-zoo list
+    ssl-zoo pack --model_dir=runs/sla --archive=sla_run.tar.gz   # carry an unfinished run
+    ssl-zoo unpack --archive=sla_run.tar.gz --model_dir=runs/sla # ... and resume it here
 """
 
 import os
@@ -16,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-COMMANDS = ("train", "evaluate", "export", "list")
+COMMANDS = ("train", "evaluate", "export", "list", "pack", "unpack")
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("method", "sla", "Method name (see `ssl-zoo list`).")
@@ -77,6 +80,10 @@ flags.DEFINE_string("model_path", None, "A saved .keras model (evaluate/export).
 flags.DEFINE_string("export_dir", None, "SavedModel output directory (export).")
 flags.DEFINE_bool("linear_probe", False, "evaluate: train a linear probe on the frozen "
                   "features (the default for SupCon/SimCLR models).")
+flags.DEFINE_string("archive", None, "pack/unpack: the .tar.gz that carries a run's "
+                    "backup, history and evaluations (or its trained model) between "
+                    "machines or sessions.")
+flags.DEFINE_bool("overwrite", False, "unpack: replace the run already in --model_dir.")
 flags.DEFINE_string("inference", None, "SLA inference mode for evaluate/export: single, "
                     "aggregated or self_distill.")
 
@@ -228,6 +235,29 @@ def cmd_list():
             print(f"  {name:<36} {desc}")
 
 
+def _run_and_archive():
+    if not FLAGS.model_dir or not FLAGS.archive:
+        raise app.UsageError("--model_dir and --archive are required.")
+    return FLAGS.model_dir, FLAGS.archive
+
+
+def cmd_pack():
+    from ssl_zoo.backup import pack_run
+    model_dir, archive = _run_and_archive()
+    out = pack_run(model_dir, archive)
+    at = "a trained run" if out["step"] is None else f"the backup of step {out['step']}"
+    print(f"packed {at} of {model_dir} into {archive} ({out['bytes']} bytes: "
+          f"{', '.join(out['files'])})")
+
+
+def cmd_unpack():
+    from ssl_zoo.backup import unpack_run
+    model_dir, archive = _run_and_archive()
+    out = unpack_run(archive, model_dir, overwrite=FLAGS.overwrite)
+    at = "a trained run" if out["step"] is None else f"the backup of step {out['step']}"
+    print(f"unpacked {at} into {model_dir}: the same training command resumes it")
+
+
 def main(argv):
     if len(argv) < 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"usage: ssl-zoo {{{'|'.join(COMMANDS)}}} [--flags]; "
@@ -236,8 +266,12 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments {argv[2:]!r}.")
     try:
         {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export,
-         "list": cmd_list}[argv[1]]()
-    except (ValueError, TypeError, FileNotFoundError) as e:
+         "list": cmd_list, "pack": cmd_pack, "unpack": cmd_unpack}[argv[1]]()
+    except Exception as e:   # named errors are printed; anything else is a bug
+        from ssl_zoo.utils.io import DirectoryInUseError
+        if not isinstance(e, (ValueError, TypeError, FileNotFoundError,
+                              DirectoryInUseError)):
+            raise
         print(f"ssl-zoo {argv[1]}: error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -58,6 +58,40 @@ def _benchmark_module(name):
         sys.path.pop(0)
 
 
+@pytest.fixture
+def benchmark_script():
+    """Imports a benchmark script afresh, its absl flags alone on absl's global FLAGS.
+
+    The scripts and `ssl_zoo.cli` define flags of the same names (--data, --width,
+    --out, ...) on the one global FlagValues, so every flag not defined by absl itself
+    is set aside while the script is loaded and put back after the test.
+    """
+    import sys
+    from absl import flags
+    fv = flags.FLAGS
+    stashed = [(module, flag) for module, defined in fv.flags_by_module_dict().items()
+               if not module.startswith("absl") for flag in defined]
+    for name in {flag.name for _, flag in stashed}:
+        delattr(fv, name)
+    loaded = []
+
+    def load(name):
+        sys.modules.pop(name, None)
+        loaded.append(name)
+        return _benchmark_module(name)
+
+    yield load
+    for name in loaded:
+        for flag in fv.get_flags_for_module(name):
+            if flag.name in fv:
+                delattr(fv, flag.name)
+        sys.modules.pop(name, None)
+    for module, flag in stashed:
+        if flag.name not in fv:
+            fv[flag.name] = flag
+        fv.register_flag_by_module(module, flag)
+
+
 def test_sla_doc_accuracy_table_matches_results():
     """Every (size, method) mean of the SLA protocol is quoted in docs/sla.md as
     `| n | method | mean ± std | seeds | gain |`, and the summary is the mean of the
@@ -109,3 +143,62 @@ def test_sla_official_step_results():
         graph, xla = (float(v) for v in re.findall(r"\| ([0-9.]+) ", line)[:2])
         assert graph == pytest.approx(round(rows[False][key], 2), abs=1e-9), line
         assert xla == pytest.approx(round(rows[True][key], 2), abs=1e-9), line
+
+
+def test_sla_protocol_keeps_recorded_runs(tmp_path, monkeypatch, benchmark_script):
+    """A rerun of benchmarks/sla.py trains only the runs its JSON does not hold, keeps
+    the others (the file, not a scratch run directory, carries them across machines),
+    and refuses to mix runs of another protocol into the file."""
+    import doctest
+    sla = benchmark_script("sla")
+    assert doctest.testmod(sla, optionflags=doctest.ELLIPSIS).failed == 0
+    out = tmp_path / "sla.json"
+    protocol = {k: _load("sla.json")["config"][k] for k in sla.PROTOCOL_KEYS}
+    out.write_text(json.dumps({"config": protocol, "runs": {"2000": {
+        "0": {m: {"metrics": {"accuracy": 0.5}} for m in ("supervised", "sla")}}}}))
+    trained = []
+
+    def fake_run(method, size, seed, steps_per_epoch):
+        trained.append((method, size, seed))
+        return {"metrics": {"accuracy": 0.25}, "seconds": 1.0}
+
+    monkeypatch.setattr(sla, "one_run", fake_run)
+    sla.FLAGS(["sla.py", "--train_sizes=2000", "--seeds=0,1", "--methods=supervised,sla",
+               f"--out={out}", f"--width={protocol['width']}",
+               f"--epochs={protocol['epochs']}", f"--batch_size={protocol['batch_size']}",
+               f"--precision={protocol['precision']}",
+               f"--test_examples={protocol['test_examples']}"])
+    try:
+        result = {"config": dict(protocol)}
+        result["runs"] = sla.recorded_results(str(out), protocol)
+        sla.accuracy_protocol(result)
+    finally:
+        sla.FLAGS.unparse_flags()
+    assert trained == [("supervised", 2000, 1), ("sla", 2000, 1)]
+    written = json.loads(out.read_text())
+    assert written["runs"]["2000"]["0"]["sla"]["metrics"]["accuracy"] == 0.5   # kept
+    assert written["runs"]["2000"]["1"]["sla"]["metrics"]["accuracy"] == 0.25  # new
+    assert written["config"]["seeds"] == ["0", "1"]
+    assert written["summary"]["2000"]["Supervised"]["values"] == [50.0, 25.0]
+    with pytest.raises(ValueError, match=r"another protocol \(epochs"):
+        sla.recorded_results(str(out), dict(protocol, epochs=protocol["epochs"] + 1))
+    assert sla.recorded_results(str(out), dict(protocol, epochs=1), rerun=True) == {}
+    assert sla.recorded_results(str(tmp_path / "missing.json"), protocol) == {}
+
+
+def test_supcon_protocol_keeps_recorded_methods(tmp_path, benchmark_script):
+    """benchmarks/supcon.py keeps the accuracy rows (and speed figures) its JSON holds
+    under the same protocol, and names the setting that differs otherwise."""
+    import doctest
+    supcon = benchmark_script("supcon")
+    assert doctest.testmod(supcon, optionflags=doctest.ELLIPSIS).failed == 0
+    earlier = _load("supcon_earlier.json")
+    protocol = {k: earlier["config"].get(k) for k in supcon.PROTOCOL_KEYS}
+    out = tmp_path / "supcon.json"
+    out.write_text(json.dumps(earlier))
+    kept = supcon.recorded_results(str(out), protocol)
+    assert kept["accuracy"] == earlier["accuracy"] and kept["speed"] == earlier["speed"]
+    with pytest.raises(ValueError, match=r"another protocol \(width 0.25, here 0.5"):
+        supcon.recorded_results(str(out), dict(protocol, width=0.5))
+    assert "accuracy" not in supcon.recorded_results(str(out), dict(protocol, width=0.5),
+                                                     rerun=True)

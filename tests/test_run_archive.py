@@ -1,0 +1,171 @@
+"""Run archives: an unfinished run packed on one machine (`pack_run`, `ssl-zoo pack`)
+and unpacked on another (`unpack_run`, `ssl-zoo unpack`) resumes there at its backup's
+step and ends like an uninterrupted run; bad archives and busy or occupied run
+directories get named errors."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+
+import ssl_zoo.training as training
+from ssl_zoo.backup import RunArchiveError, pack_run, read_backup_state, unpack_run
+from ssl_zoo.training import TrainConfig, train_and_evaluate
+from ssl_zoo.utils.io import DirectoryInUseError, directory_lock
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _common(tmp_path, **kwargs):
+    return {**dict(method="supervised", dataset="digits", backbone="vgg_tile",
+                   width=0.0625, epochs=3, steps_per_epoch=10, batch_size=16,
+                   max_test_examples=64, verbose=0, seed=3, backup_every=4,
+                   eval_every=10, eval_keep=1, cache_dir=str(tmp_path / "cache")),
+            **kwargs}
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.fixture
+def crashed_run(tmp_path, monkeypatch):
+    """A run killed at step 17 (its backup holds step 16) and its uninterrupted twin."""
+    common = _common(tmp_path)
+    reference = train_and_evaluate(TrainConfig(model_dir=str(tmp_path / "a"), **common),
+                                   log=lambda *_: None)
+
+    class CrashAtStep17(training.StopOnNonFinite):
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            if int(self.model.optimizer.iterations) == 17:
+                raise _Crash("killed")
+
+    monkeypatch.setattr(training, "StopOnNonFinite", CrashAtStep17)
+    with pytest.raises(_Crash):
+        train_and_evaluate(TrainConfig(model_dir=str(tmp_path / "b"), **common),
+                           log=lambda *_: None)
+    monkeypatch.undo()
+    return common, reference, tmp_path / "b"
+
+
+def test_a_packed_run_resumes_elsewhere_and_ends_like_an_uninterrupted_one(
+        tmp_path, crashed_run):
+    common, reference, killed = crashed_run
+    archive = tmp_path / "carry" / "run.tar.gz"
+    packed = pack_run(str(killed), str(archive))
+    assert packed["step"] == 16
+    assert sorted(packed["files"]) == ["backup/state.json",
+                                       "backup/step-0000000016.weights.h5",
+                                       "evaluations.json", "history.json"]
+    assert packed["bytes"] == os.path.getsize(archive)
+    # Another machine: a fresh directory, nothing of the original run.
+    elsewhere = tmp_path / "elsewhere"
+    assert unpack_run(str(archive), str(elsewhere))["step"] == 16
+    assert read_backup_state(str(elsewhere / "backup"))["step"] == 16
+    logs = []
+    resumed = train_and_evaluate(TrainConfig(model_dir=str(elsewhere), **common),
+                                 log=logs.append)
+    assert any("resuming from the backup of epoch 1, step 6 of the next (16 steps "
+               "done)" in line for line in logs), logs
+    assert int(resumed["model"].optimizer.iterations) == 30
+    for a, b in zip(resumed["model"].weights, reference["model"].weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a),
+                                   keras.ops.convert_to_numpy(b), rtol=1e-5, atol=1e-6)
+    # the history and the periodic evaluation made before the kill came along
+    assert len(resumed["history"]["loss"]) == 3
+    assert resumed["history"]["loss"][0] == pytest.approx(
+        reference["history"]["loss"][0], rel=1e-6)
+    steps = [e["step"] for e in resumed["details"]["periodic_evaluations"]]
+    assert steps == [10, 20, 30]
+    assert resumed["details"]["periodic_evaluations"][0]["accuracy"] == pytest.approx(
+        reference["details"]["periodic_evaluations"][0]["accuracy"], abs=1e-9)
+    # a trained run packs its model instead (the backup is gone once it is saved)
+    finished = pack_run(str(elsewhere), str(tmp_path / "trained.tar.gz"))
+    assert finished["step"] is None and "trained.keras" in finished["files"]
+
+
+def test_unpack_refuses_to_replace_a_run_unless_asked(tmp_path, crashed_run):
+    _, _, killed = crashed_run
+    archive = str(tmp_path / "run.tar.gz")
+    pack_run(str(killed), archive)
+    with pytest.raises(RunArchiveError, match="already holds a run"):
+        unpack_run(archive, str(killed))
+    # overwrite: the backup is the archive's and no older step file stays behind
+    state = read_backup_state(str(killed / "backup"))
+    (killed / "backup" / "step-0000000099.weights.h5").write_bytes(b"stale")
+    assert unpack_run(archive, str(killed), overwrite=True)["step"] == state["step"]
+    assert sorted(os.listdir(killed / "backup")) == ["state.json",
+                                                     "step-0000000016.weights.h5"]
+
+
+def test_run_archive_errors_are_named(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RunArchiveError, match="neither a step backup nor a trained"):
+        pack_run(str(empty), str(tmp_path / "x.tar.gz"))
+    with pytest.raises(RunArchiveError, match="no run directory"):
+        pack_run(str(tmp_path / "missing"), str(tmp_path / "x.tar.gz"))
+    with pytest.raises(RunArchiveError, match="no run archive"):
+        unpack_run(str(tmp_path / "missing.tar.gz"), str(tmp_path / "r"))
+    # a member that would land outside the run directory
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        data = b"{}"
+        info = tarfile.TarInfo("../outside.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(RunArchiveError, match="'../outside.json', which is not a file"):
+        unpack_run(str(evil), str(tmp_path / "r"))
+    assert not (tmp_path / "outside.json").exists()
+    # a truncated archive
+    good = tmp_path / "good"
+    (good / "backup").mkdir(parents=True)
+    (good / "backup" / "step-0000000001.weights.h5").write_bytes(os.urandom(4096))
+    (good / "backup" / "state.json").write_text(json.dumps(
+        {"epoch": 0, "batch": 1, "step": 1, "steps_per_epoch": 2,
+         "weights": "step-0000000001.weights.h5"}))
+    pack_run(str(good), str(tmp_path / "good.tar.gz"))
+    raw = (tmp_path / "good.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(RunArchiveError, match="not a readable run archive"):
+        unpack_run(str(tmp_path / "cut.tar.gz"), str(tmp_path / "r2"))
+    assert not (tmp_path / "r2" / "backup").exists()
+    # a live run holds its directory: packing it is refused, not copied mid-write
+    with directory_lock(str(good)):
+        with pytest.raises(DirectoryInUseError):
+            pack_run(str(good), str(tmp_path / "busy.tar.gz"))
+    assert not (tmp_path / "busy.tar.gz").exists()
+
+
+def test_cli_pack_and_unpack(tmp_path):
+    run = tmp_path / "run"
+    (run / "backup").mkdir(parents=True)
+    (run / "backup" / "step-0000000003.weights.h5").write_bytes(b"w" * 100)
+    (run / "backup" / "state.json").write_text(json.dumps(
+        {"epoch": 1, "batch": 1, "step": 3, "steps_per_epoch": 2,
+         "weights": "step-0000000003.weights.h5"}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ssl_zoo.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    archive = tmp_path / "run.tar.gz"
+    out = cli("pack", f"--model_dir={run}", f"--archive={archive}")
+    assert out.returncode == 0, out.stderr
+    assert "packed the backup of step 3" in out.stdout
+    out = cli("unpack", f"--archive={archive}", f"--model_dir={tmp_path / 'there'}")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "there" / "backup" / "step-0000000003.weights.h5").read_bytes() \
+        == b"w" * 100
+    out = cli("unpack", f"--archive={archive}", f"--model_dir={tmp_path / 'there'}")
+    assert out.returncode == 2 and "already holds a run" in out.stderr, out.stderr
+    out = cli("pack", f"--model_dir={run}")
+    assert out.returncode != 0 and "--model_dir and --archive are required" in out.stderr
