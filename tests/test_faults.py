@@ -49,6 +49,21 @@ class _Crash(Exception):
     pass
 
 
+def train_killed_at_step(cfg, step, monkeypatch):
+    """Runs `train_and_evaluate(cfg)` until it dies after optimizer step `step`."""
+
+    class CrashAtStep(training.StopOnNonFinite):
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            if int(self.model.optimizer.iterations) == step:
+                raise _Crash("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "StopOnNonFinite", CrashAtStep)
+        with pytest.raises(_Crash):
+            train_and_evaluate(cfg, log=lambda *_: None)
+
+
 def test_an_interrupted_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(
         tmp_path, monkeypatch):
     """Backups every 4 steps; the run dies at step 17 (epoch 2, batch 7): the backup
@@ -57,20 +72,10 @@ def test_an_interrupted_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one
     common = _common(tmp_path, backup_every=4)
     reference = train_and_evaluate(TrainConfig(model_dir=str(tmp_path / "a"), **common),
                                    log=lambda *_: None)
-
-    class CrashAtStep17(training.StopOnNonFinite):
-        def on_train_batch_end(self, batch, logs=None):
-            super().on_train_batch_end(batch, logs)
-            if int(self.model.optimizer.iterations) == 17:
-                raise _Crash("killed")
-
-    monkeypatch.setattr(training, "StopOnNonFinite", CrashAtStep17)
     killed = tmp_path / "b"
-    with pytest.raises(_Crash):
-        train_and_evaluate(TrainConfig(model_dir=str(killed), **common), log=lambda *_: None)
+    train_killed_at_step(TrainConfig(model_dir=str(killed), **common), 17, monkeypatch)
     state = read_backup_state(str(killed / "backup"))
     assert (state["epoch"], state["batch"], state["step"]) == (1, 6, 16)
-    monkeypatch.undo()
 
     logs = []
     resumed = train_and_evaluate(TrainConfig(model_dir=str(killed), **common),

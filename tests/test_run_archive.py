@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-import ssl_zoo.training as training
+from test_faults import train_killed_at_step
+
 from ssl_zoo.backup import RunArchiveError, pack_run, read_backup_state, unpack_run
 from ssl_zoo.training import TrainConfig, train_and_evaluate
 from ssl_zoo.utils.io import DirectoryInUseError, directory_lock
@@ -30,28 +31,14 @@ def _common(tmp_path, **kwargs):
             **kwargs}
 
 
-class _Crash(Exception):
-    pass
-
-
 @pytest.fixture
 def crashed_run(tmp_path, monkeypatch):
     """A run killed at step 17 (its backup holds step 16) and its uninterrupted twin."""
     common = _common(tmp_path)
     reference = train_and_evaluate(TrainConfig(model_dir=str(tmp_path / "a"), **common),
                                    log=lambda *_: None)
-
-    class CrashAtStep17(training.StopOnNonFinite):
-        def on_train_batch_end(self, batch, logs=None):
-            super().on_train_batch_end(batch, logs)
-            if int(self.model.optimizer.iterations) == 17:
-                raise _Crash("killed")
-
-    monkeypatch.setattr(training, "StopOnNonFinite", CrashAtStep17)
-    with pytest.raises(_Crash):
-        train_and_evaluate(TrainConfig(model_dir=str(tmp_path / "b"), **common),
-                           log=lambda *_: None)
-    monkeypatch.undo()
+    train_killed_at_step(TrainConfig(model_dir=str(tmp_path / "b"), **common), 17,
+                         monkeypatch)
     return common, reference, tmp_path / "b"
 
 
