@@ -12,11 +12,12 @@ training curves and the test accuracy every `--eval_epochs` epochs; per size the
 and spread over seeds and SLA's gain over the supervised baseline. The JSON carries the
 finished runs across sessions and machines: a later run of the script keeps the runs it
 already holds under the same protocol and trains only the missing ones (`--rerun`
-trains them all again; a file of another protocol is refused by name). An unfinished
+runs the selected ones again and keeps the rest; a file of another protocol is
+refused by name, or replaced with `--rerun`). An unfinished
 run moves with `ssl-zoo pack` / `ssl-zoo unpack` of its run directory.
 
     python benchmarks/sla.py                       # the documented protocol (hours)
-    python benchmarks/sla.py --quick               # minutes: a smoke run
+    python benchmarks/sla.py --quick               # minutes: a smoke run (to runs/quick)
     python benchmarks/sla.py --skip_accuracy       # speed ratios only
     python benchmarks/plot_sla.py                  # curves and bar chart -> docs/images
 
@@ -61,8 +62,9 @@ flags.DEFINE_integer("speed_steps", 10, "Timed steps per speed measurement.")
 flags.DEFINE_bool("skip_accuracy", False, "Only measure speed.")
 flags.DEFINE_bool("skip_speed", False, "Only train for accuracy.")
 flags.DEFINE_bool("quick", False, "Tiny budget for a smoke run.")
-flags.DEFINE_bool("rerun", False, "Train every run again instead of keeping the runs "
-                  "already recorded in --out under the same protocol.")
+flags.DEFINE_bool("rerun", False, "Run the selected sizes, seeds and methods again "
+                  "instead of keeping their results recorded in --out (other recorded runs "
+                  "stay); with --out of another protocol, replace that file.")
 flags.DEFINE_string("jit", "both", "Speed: graph | xla | both.")
 flags.DEFINE_string("out", os.path.join(_REPO, "benchmarks", "results", "sla.json"),
                     "JSON output of the accuracy runs.")
@@ -124,7 +126,8 @@ PROTOCOL_KEYS = ("width", "epochs", "test_examples", "batch_size", "precision")
 
 def recorded_results(path, protocol, rerun=False):
     """The runs already in `path` ({size: {seed: {method: run}}}) when they were made
-    under `protocol` (the values of PROTOCOL_KEYS), else a named error.
+    under `protocol` (the values of PROTOCOL_KEYS); a file of another protocol is a
+    named error, or replaced (nothing kept) with `rerun`.
 
     Finished runs are kept across sessions in the JSON itself, not in `--model_dir`
     (a scratch directory another machine may not have): a rerun of the benchmark with
@@ -142,9 +145,11 @@ def recorded_results(path, protocol, rerun=False):
     Traceback (most recent call last):
     ...
     ValueError: ... holds runs of another protocol (epochs 150, here 300): pass another --out, or --rerun to replace them
+    >>> recorded_results(path, dict(protocol, epochs=300), rerun=True)
+    {}
     """
     import json
-    if rerun or not os.path.exists(path):
+    if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as f:
         old = json.load(f)
@@ -153,6 +158,8 @@ def recorded_results(path, protocol, rerun=False):
     config = old.get("config", {})
     differ = [f"{k} {config.get(k)}, here {protocol[k]}" for k in PROTOCOL_KEYS
               if config.get(k) != protocol[k]]
+    if differ and rerun:
+        return {}
     if differ:
         raise ValueError(f"{path} holds runs of another protocol ({'; '.join(differ)}): "
                          f"pass another --out, or --rerun to replace them")
@@ -166,9 +173,9 @@ def accuracy_protocol(result):
         steps = size // FLAGS.batch_size
         for seed in [int(s) for s in FLAGS.seeds]:
             for method in FLAGS.methods:
-                if method in runs.get(str(size), {}).get(str(seed), {}):
+                if method in runs.get(str(size), {}).get(str(seed), {}) and not FLAGS.rerun:
                     print(f"== {method} n={size} seed={seed}: recorded in {FLAGS.out}, "
-                          f"kept (--rerun trains it again)", flush=True)
+                          f"kept (--rerun runs it again)", flush=True)
                     continue
                 print(f"== {method} n={size} seed={seed} ({FLAGS.epochs} epochs x "
                       f"{steps} steps)", flush=True)
@@ -180,6 +187,7 @@ def accuracy_protocol(result):
                     + f" ({run['seconds'] or 0:.0f} s)", flush=True)
                 _describe_runs(result)
                 atomic_write_json(FLAGS.out, result)
+    _describe_runs(result)
     return result
 
 
@@ -257,6 +265,11 @@ def main(_):
         FLAGS.epochs, FLAGS.train_sizes, FLAGS.seeds = 2, ["256"], ["0"]
         FLAGS.test_examples, FLAGS.width, FLAGS.speed_steps = 256, 0.25, 3
         FLAGS.batch_size, FLAGS.eval_epochs, FLAGS.speed_batch = 64, 1, 32
+        # a smoke run writes beside its runs, never over the protocol's results
+        for name, default in (("out", "sla.json"), ("speed_out", "sla_speed.json"),
+                              ("model_dir", "sla_protocol")):
+            if FLAGS[name].using_default_value:
+                FLAGS[name].value = os.path.join(_REPO, "runs", "quick", default)
     import tensorflow as tf
     result = {"device": ", ".join(d.device_type for d in tf.config.list_logical_devices()),
               "config": {k: FLAGS[k].value for k in (
@@ -265,6 +278,9 @@ def main(_):
               "recipe": "registry default (the authors': SGD 0.1, momentum 0.9, no "
                         "Nesterov, coupled L2 1e-4, x0.1 at 50/75 %, resnet32_cifar_a, "
                         "zero-padded crop + flip)"}
+    if not FLAGS.skip_accuracy:   # before the speed runs: a refused file fails at once
+        result["runs"] = recorded_results(
+            FLAGS.out, {k: result["config"][k] for k in PROTOCOL_KEYS}, FLAGS.rerun)
     jits = {"graph": [False], "xla": [True], "both": [False, True]}[FLAGS.jit]
     if not FLAGS.skip_speed:
         speeds = [speed_ratios(j, FLAGS.width, FLAGS.speed_batch, FLAGS.speed_steps)
@@ -280,8 +296,6 @@ def main(_):
     if not FLAGS.skip_accuracy:
         if not os.path.exists(FLAGS.data):
             sys.exit(f"CIFAR-10 not found at {FLAGS.data}; pass --data.")
-        result["runs"] = recorded_results(
-            FLAGS.out, {k: result["config"][k] for k in PROTOCOL_KEYS}, FLAGS.rerun)
         accuracy_protocol(result)
         print("\n| n | method | test top-1 (%) mean +- std over seeds | gain vs supervised |")
         print("|---|---|---|---|")

@@ -14,11 +14,11 @@ killed benchmark resumes, a finished run is read back. Writes
 benchmarks/results/supcon.json (atomically, after each run) with the per-epoch
 training curves, and prints markdown tables. The methods that file already holds under
 the same protocol are kept, not retrained (the file carries them across sessions;
-`--rerun` replaces them). The earlier protocol's figures (width 0.25, 5 epochs, before
-the authors' optimizer) are in benchmarks/results/supcon_earlier.json.
+`--rerun` runs the selected methods again). The earlier protocol's figures (width 0.25,
+5 epochs, before the authors' optimizer) are in benchmarks/results/supcon_earlier.json.
 
     python benchmarks/supcon.py                  # the documented protocol (hours)
-    python benchmarks/supcon.py --quick          # minutes
+    python benchmarks/supcon.py --quick          # minutes (writes to runs/quick)
     python benchmarks/supcon.py --skip_accuracy  # speed and memory only
 """
 
@@ -61,8 +61,9 @@ flags.DEFINE_string("jit", "both", "Loss timing: graph | xla | both.")
 flags.DEFINE_bool("skip_accuracy", False, "Only measure speed and memory.")
 flags.DEFINE_bool("skip_speed", False, "Only train for accuracy.")
 flags.DEFINE_bool("quick", False, "Tiny budget (minutes).")
-flags.DEFINE_bool("rerun", False, "Train every method again instead of keeping the "
-                  "methods already recorded in --out under the same protocol.")
+flags.DEFINE_bool("rerun", False, "Run the selected methods again instead of keeping "
+                  "their rows recorded in --out (other recorded methods stay); with --out "
+                  "of another protocol, replace its accuracy rows.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("out", os.path.join(_REPO, "benchmarks", "results", "supcon.json"),
                     "JSON output.")
@@ -137,8 +138,8 @@ def accuracy_runs(result):
           f"{train.images.shape[1:]}", flush=True)
     rows = result.setdefault("accuracy", {})
     for method in FLAGS.methods:
-        if method in rows:
-            print(f"{method}: recorded in {FLAGS.out}, kept (--rerun trains it again)",
+        if method in rows and not FLAGS.rerun:
+            print(f"{method}: recorded in {FLAGS.out}, kept (--rerun runs it again)",
                   flush=True)
             continue
         rows[method] = train_method(method, train, test)
@@ -165,8 +166,9 @@ PROTOCOL_KEYS = ("backbone", "width", "epochs", "train_examples", "test_examples
 
 def recorded_results(path, protocol, rerun=False):
     """What `path` already holds, to be kept by this run: its accuracy rows when they
-    were trained under `protocol` (the values of PROTOCOL_KEYS; a named error when the
-    file holds another protocol's rows), and its speed and memory figures.
+    were trained under `protocol` (the values of PROTOCOL_KEYS; rows of another
+    protocol are a named error, or dropped with `rerun`), and its speed and memory
+    figures.
 
     The JSON carries finished runs across sessions and machines (`--model_dir` is a
     scratch directory): a rerun trains only the methods the file does not hold.
@@ -188,10 +190,12 @@ def recorded_results(path, protocol, rerun=False):
     with open(path, encoding="utf-8") as f:
         old = json.load(f)
     kept = {k: old[k] for k in ("speed", "memory") if k in old}
-    if old.get("accuracy") and not rerun:
+    if old.get("accuracy"):
         config = old.get("config", {})
         differ = [f"{k} {config.get(k)}, here {protocol[k]}" for k in PROTOCOL_KEYS
                   if config.get(k) != protocol[k]]
+        if differ and rerun:
+            return kept
         if differ:
             raise ValueError(f"{path} holds accuracy rows of another protocol "
                              f"({'; '.join(differ)}): pass another --out, or --rerun to "
@@ -364,6 +368,10 @@ def main(_):
         FLAGS.warmup_epochs = 1
         FLAGS.speed_batches, FLAGS.memory_batches = ["64"], ["1024"]
         FLAGS.speed_steps, FLAGS.jit = 2, "graph"
+        # a smoke run writes beside its runs, never over the protocol's results
+        for name, default in (("out", "supcon.json"), ("model_dir", "supcon_protocol")):
+            if FLAGS[name].using_default_value:
+                FLAGS[name].value = os.path.join(_REPO, "runs", "quick", default)
     import tensorflow as tf
     start = time.perf_counter()
     result = {
@@ -385,6 +393,8 @@ def main(_):
         FLAGS.out, {k: result["config"][k] for k in PROTOCOL_KEYS}, FLAGS.rerun))
     if not FLAGS.skip_accuracy:
         accuracy_runs(result)
+    elif result.get("accuracy"):
+        _order(result)
     if not FLAGS.skip_speed:
         result["speed"], result["memory"] = speed_runs()
     result["seconds"] = time.perf_counter() - start

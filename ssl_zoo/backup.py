@@ -222,14 +222,14 @@ def pack_run(model_dir, archive):
 
     Example:
     >>> import tempfile, numpy as np, keras
-    >>> run, other = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> run, other, carry = tempfile.mkdtemp(), tempfile.mkdtemp(), tempfile.mkdtemp()
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     >>> model.compile(optimizer="sgd", loss="mse")
     >>> _ = model.fit(np.ones((16, 2)), np.ones(16), batch_size=4, epochs=1, verbose=0,
     ...               callbacks=[TrainingBackup(os.path.join(run, "backup"), 4, 3)])
-    >>> pack_run(run, os.path.join(run, "..", "run.tar.gz"))["files"]
+    >>> pack_run(run, os.path.join(carry, "run.tar.gz"))["files"]
     ['backup/state.json', 'backup/step-0000000004.weights.h5']
-    >>> unpack_run(os.path.join(run, "..", "run.tar.gz"), other)["step"]
+    >>> unpack_run(os.path.join(carry, "run.tar.gz"), other)["step"]
     4
     >>> read_backup_state(os.path.join(other, "backup"))["step"]
     4
@@ -246,37 +246,101 @@ def pack_run(model_dir, archive):
         with atomic_path(archive) as tmp:
             with tarfile.open(tmp, "w:gz") as tar:
                 for name, path in members.items():
-                    tar.add(path, arcname=name, recursive=False)
+                    tar.add(os.path.realpath(path), arcname=name, recursive=False)
     return {"step": None if state is None else int(state["step"]),
             "files": list(members), "bytes": os.path.getsize(archive)}
 
 
+# A run's outputs besides RUN_FILES: an unpack with overwrite removes them too, so
+# nothing of the replaced run is read as the new one's.
+_RUN_OUTPUTS = ("checkpoint.keras", "model.keras", "metrics.json")
+
+
+def _read_archive(archive, scratch):
+    """Extracts the members of a run archive into `scratch` (fsync'ed); their names.
+
+    Only the files of a run directory are accepted, as regular files: no other path,
+    no link, nothing outside the run directory.
+    """
+    import shutil
+    import tarfile
+    import zlib
+    allowed = set(RUN_FILES) | {"backup/" + STATE_FILE}
+    names = []
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            infos = tar.getmembers()
+            for info in infos:
+                ok = info.name in allowed or (
+                    info.name.startswith("backup/step-")
+                    and info.name.endswith(".weights.h5") and "/" not in info.name[7:])
+                if not ok or not info.isfile():
+                    raise RunArchiveError(f"{archive} holds {info.name!r}, which is not "
+                                          f"a file of a run directory: refused.")
+            for info in infos:
+                target = os.path.join(scratch, info.name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with tar.extractfile(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                names.append(info.name)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise RunArchiveError(f"{archive} is not a readable run archive: {e}") from e
+    return names
+
+
+def _check_run_archive(archive, scratch, names):
+    """A named error unless the extracted files make a run: a backup whose state names
+    a weights file of the archive, or a trained model with its record."""
+    if "backup/" + STATE_FILE in names:
+        try:
+            with open(os.path.join(scratch, "backup", STATE_FILE), encoding="utf-8") as f:
+                state = json.load(f)
+            weights = "backup/" + state["weights"]
+            for key in ("step", "epoch", "batch", "steps_per_epoch"):
+                int(state[key])
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunArchiveError(f"{archive}: its backup/{STATE_FILE} is damaged "
+                                  f"({e!r}).") from e
+        if weights not in names:
+            raise RunArchiveError(f"{archive}: its backup/{STATE_FILE} names {weights}, "
+                                  f"which the archive does not hold.")
+    elif not {"trained.keras", "trained.json"} <= set(names):
+        raise RunArchiveError(f"{archive} holds neither a step backup nor a trained model "
+                              f"with its trained.json: not a run archive.")
+
+
 def unpack_run(archive, model_dir, overwrite=False):
     """Unpacks a `pack_run` archive into `model_dir`; the run's training command then
-    resumes from its backup (or evaluates its trained model).
+    resumes from its backup (or evaluates its trained model, when the command's
+    settings are those it was trained with, data path included).
+
+    The archive is read and checked in a scratch folder inside `model_dir` before
+    anything of `model_dir` changes; the weights move into place before the state
+    that names them, so an interrupted unpack never leaves a state without weights.
 
     Args:
         archive: a .tar.gz written by `pack_run`.
         model_dir: the run directory to fill (created if missing).
-        overwrite: replace a backup or trained model already in `model_dir`
-            (refused by default: it may be further along than the archive).
+        overwrite: replace a run already in `model_dir` (refused by default: it may be
+            further along than the archive); its backup, history, evaluations and
+            models are removed.
 
     Returns:
         {'step': the backup's optimizer steps (None for a trained run), 'files'}.
 
     Raises:
-        RunArchiveError: a missing or damaged archive, a member outside the run
-            directory or not a plain file, or a run directory that already holds a
+        RunArchiveError: a missing, unreadable or incomplete archive, a member that is
+            not a file of a run directory, or a run directory that already holds a
             run. DirectoryInUseError: a run holds the lock.
     """
     import shutil
-    import tarfile
     import tempfile
     from ssl_zoo.utils.io import directory_lock
     archive, model_dir = os.fspath(archive), os.fspath(model_dir)
     if not os.path.isfile(archive):
         raise RunArchiveError(f"no run archive at {archive}.")
-    allowed = set(RUN_FILES) | {"backup/" + STATE_FILE}
     with directory_lock(model_dir):
         if not overwrite:
             present = [n for n in ("backup/" + STATE_FILE, "trained.keras")
@@ -286,37 +350,23 @@ def unpack_run(archive, model_dir, overwrite=False):
                     f"{model_dir} already holds a run ({', '.join(present)}); it may be "
                     f"further along than {archive}: pass overwrite=True (--overwrite) or "
                     f"another directory.")
+        for stale in glob.glob(os.path.join(model_dir, ".unpack-*")):  # a killed unpack's
+            shutil.rmtree(stale, ignore_errors=True)
+        scratch = tempfile.mkdtemp(dir=model_dir, prefix=".unpack-")
         try:
-            with tarfile.open(archive, "r:gz") as tar:
-                infos = tar.getmembers()
-                for info in infos:
-                    ok = info.name in allowed or (
-                        info.name.startswith("backup/step-")
-                        and info.name.endswith(".weights.h5") and "/" not in info.name[7:])
-                    if not ok or not info.isfile():
-                        raise RunArchiveError(f"{archive} holds {info.name!r}, which is "
-                                              f"not a file of a run directory: refused.")
-                scratch = tempfile.mkdtemp(dir=model_dir, prefix=".unpack-")
-                try:
-                    for info in infos:
-                        target = os.path.join(scratch, info.name)
-                        os.makedirs(os.path.dirname(target), exist_ok=True)
-                        with tar.extractfile(info) as src, open(target, "wb") as dst:
-                            shutil.copyfileobj(src, dst)
-                    if overwrite:   # nothing of the run it replaces stays behind
-                        shutil.rmtree(os.path.join(model_dir, "backup"), ignore_errors=True)
-                        for name in RUN_FILES:
-                            if os.path.exists(os.path.join(model_dir, name)):
-                                os.remove(os.path.join(model_dir, name))
-                    # the weights before the state that names them
-                    for info in sorted(infos, key=lambda i: i.name.endswith(STATE_FILE)):
-                        target = os.path.join(model_dir, info.name)
-                        os.makedirs(os.path.dirname(target), exist_ok=True)
-                        os.replace(os.path.join(scratch, info.name), target)
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise RunArchiveError(f"{archive} is not a readable run archive: {e}") from e
+            names = _read_archive(archive, os.path.join(scratch, "new"))
+            _check_run_archive(archive, os.path.join(scratch, "new"), names)
+            if overwrite:   # the replaced run moves aside, into the scratch folder
+                os.makedirs(os.path.join(scratch, "old"))
+                for name in ("backup",) + RUN_FILES + _RUN_OUTPUTS:
+                    if os.path.exists(os.path.join(model_dir, name)):
+                        os.replace(os.path.join(model_dir, name),
+                                   os.path.join(scratch, "old", name))
+            for name in sorted(names, key=lambda n: n.endswith(STATE_FILE)):
+                target = os.path.join(model_dir, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(os.path.join(scratch, "new", name), target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     state = read_backup_state(os.path.join(model_dir, "backup"))
-    return {"step": None if state is None else int(state["step"]),
-            "files": [i.name for i in infos]}
+    return {"step": None if state is None else int(state["step"]), "files": names}

@@ -254,8 +254,12 @@ def cmd_unpack():
     from ssl_zoo.backup import unpack_run
     model_dir, archive = _run_and_archive()
     out = unpack_run(archive, model_dir, overwrite=FLAGS.overwrite)
-    at = "a trained run" if out["step"] is None else f"the backup of step {out['step']}"
-    print(f"unpacked {at} into {model_dir}: the same training command resumes it")
+    if out["step"] is None:
+        print(f"unpacked a trained run into {model_dir}: the same training command "
+              f"evaluates its model")
+    else:
+        print(f"unpacked the backup of step {out['step']} into {model_dir}: the same "
+              f"training command resumes it")
 
 
 def main(argv):

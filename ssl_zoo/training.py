@@ -610,7 +610,7 @@ def _train_and_evaluate(cfg, log):
     log(f"data: {cfg.dataset} train={len(train.labels)} test={len(test.labels)} "
         f"classes={info.num_classes} image={tuple(train.images.shape[1:])}")
     view = train_view(cfg, spec)
-    finished = _finished_training(cfg)
+    finished = _finished_training(cfg, log)
     if finished is not None:
         # An earlier run trained to the end and failed after (in evaluation, say):
         # evaluate what it trained instead of training again.
@@ -721,8 +721,10 @@ def _train_and_evaluate(cfg, log):
                               training_details, periodic, start, train_seconds)
 
 
-def _finished_training(cfg):
-    """The record of a training run of the same config finished in `cfg.model_dir`."""
+def _finished_training(cfg, log=None):
+    """The record of a training run of the same config finished in `cfg.model_dir`;
+    None (and a log line naming the settings that differ) when the model there was
+    trained with another config, which this run then replaces."""
     if not cfg.model_dir:
         return None
     path = os.path.join(cfg.model_dir, "trained.keras")
@@ -731,8 +733,15 @@ def _finished_training(cfg):
         return None
     with open(record, encoding="utf-8") as f:
         done = json.load(f)
-    if _training_fields(done.get("config") or {}) != _training_fields(
-            _jsonable(dataclasses.asdict(cfg))):
+    old = _training_fields(done.get("config") or {})
+    new = _training_fields(_jsonable(dataclasses.asdict(cfg)))
+    if old != new:
+        if log is not None:
+            differ = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
+                               for k in sorted(set(old) | set(new))
+                               if old.get(k) != new.get(k))
+            log(f"{cfg.model_dir} holds a model trained with other settings ({differ}): "
+                f"training anew")
         return None
     return {**done, "path": path}
 
@@ -743,7 +752,12 @@ _NOT_TRAINING_FIELDS = ("model_dir", "cache_dir", "verbose", "backup_every", "ji
 
 
 def _training_fields(config):
-    return {k: v for k, v in config.items() if k not in _NOT_TRAINING_FIELDS}
+    fields = {k: v for k, v in config.items() if k not in _NOT_TRAINING_FIELDS}
+    # a data set named by a path is the same whether the path is relative or absolute
+    dataset = fields.get("dataset")
+    if isinstance(dataset, str) and os.path.exists(dataset):
+        fields["dataset"] = os.path.realpath(dataset)
+    return fields
 
 
 def _evaluate_and_save(cfg, spec, recipe, model, labeled, test, info, history,

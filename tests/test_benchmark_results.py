@@ -151,7 +151,8 @@ def test_sla_protocol_keeps_recorded_runs(tmp_path, monkeypatch, benchmark_scrip
     and refuses to mix runs of another protocol into the file."""
     import doctest
     sla = benchmark_script("sla")
-    assert doctest.testmod(sla, optionflags=doctest.ELLIPSIS).failed == 0
+    doctests = doctest.testmod(sla, optionflags=doctest.ELLIPSIS)
+    assert doctests.failed == 0 and doctests.attempted >= 4
     out = tmp_path / "sla.json"
     protocol = {k: _load("sla.json")["config"][k] for k in sla.PROTOCOL_KEYS}
     out.write_text(json.dumps({"config": protocol, "runs": {"2000": {
@@ -163,26 +164,42 @@ def test_sla_protocol_keeps_recorded_runs(tmp_path, monkeypatch, benchmark_scrip
         return {"metrics": {"accuracy": 0.25}, "seconds": 1.0}
 
     monkeypatch.setattr(sla, "one_run", fake_run)
-    sla.FLAGS(["sla.py", "--train_sizes=2000", "--seeds=0,1", "--methods=supervised,sla",
-               f"--out={out}", f"--width={protocol['width']}",
-               f"--epochs={protocol['epochs']}", f"--batch_size={protocol['batch_size']}",
-               f"--precision={protocol['precision']}",
-               f"--test_examples={protocol['test_examples']}"])
-    try:
-        result = {"config": dict(protocol)}
-        result["runs"] = sla.recorded_results(str(out), protocol)
-        sla.accuracy_protocol(result)
-    finally:
-        sla.FLAGS.unparse_flags()
+
+    def protocol_run(*flags):
+        sla.FLAGS(["sla.py", "--train_sizes=2000", "--methods=supervised,sla",
+                   f"--out={out}", f"--width={protocol['width']}",
+                   f"--epochs={protocol['epochs']}",
+                   f"--batch_size={protocol['batch_size']}",
+                   f"--precision={protocol['precision']}",
+                   f"--test_examples={protocol['test_examples']}", *flags])
+        try:
+            result = {"config": dict(protocol)}
+            result["runs"] = sla.recorded_results(str(out), protocol)
+            return sla.accuracy_protocol(result)
+        finally:
+            sla.FLAGS.unparse_flags()
+
+    protocol_run("--seeds=0,1")
     assert trained == [("supervised", 2000, 1), ("sla", 2000, 1)]
     written = json.loads(out.read_text())
     assert written["runs"]["2000"]["0"]["sla"]["metrics"]["accuracy"] == 0.5   # kept
     assert written["runs"]["2000"]["1"]["sla"]["metrics"]["accuracy"] == 0.25  # new
     assert written["config"]["seeds"] == ["0", "1"]
     assert written["summary"]["2000"]["Supervised"]["values"] == [50.0, 25.0]
+    # everything asked for is recorded: nothing trains, the summary is still made
+    trained.clear()
+    summary = protocol_run("--seeds=0")["summary"]
+    assert summary["2000"]["Supervised"]["values"] == [50.0, 25.0]
+    assert trained == []
+    # --rerun runs the selected cells again and keeps the others
+    protocol_run("--seeds=0", "--rerun")
+    assert trained == [("supervised", 2000, 0), ("sla", 2000, 0)]
+    written = json.loads(out.read_text())
+    assert written["summary"]["2000"]["Supervised"]["values"] == [25.0, 25.0]
     with pytest.raises(ValueError, match=r"another protocol \(epochs"):
         sla.recorded_results(str(out), dict(protocol, epochs=protocol["epochs"] + 1))
     assert sla.recorded_results(str(out), dict(protocol, epochs=1), rerun=True) == {}
+    assert sla.recorded_results(str(out), protocol, rerun=True)["2000"]["1"]
     assert sla.recorded_results(str(tmp_path / "missing.json"), protocol) == {}
 
 
@@ -191,7 +208,8 @@ def test_supcon_protocol_keeps_recorded_methods(tmp_path, benchmark_script):
     under the same protocol, and names the setting that differs otherwise."""
     import doctest
     supcon = benchmark_script("supcon")
-    assert doctest.testmod(supcon, optionflags=doctest.ELLIPSIS).failed == 0
+    doctests = doctest.testmod(supcon, optionflags=doctest.ELLIPSIS)
+    assert doctests.failed == 0 and doctests.attempted >= 4
     earlier = _load("supcon_earlier.json")
     protocol = {k: earlier["config"].get(k) for k in supcon.PROTOCOL_KEYS}
     out = tmp_path / "supcon.json"
@@ -202,3 +220,4 @@ def test_supcon_protocol_keeps_recorded_methods(tmp_path, benchmark_script):
         supcon.recorded_results(str(out), dict(protocol, width=0.5))
     assert "accuracy" not in supcon.recorded_results(str(out), dict(protocol, width=0.5),
                                                      rerun=True)
+    assert supcon.recorded_results(str(out), protocol, rerun=True)["accuracy"]

@@ -84,12 +84,16 @@ def test_unpack_refuses_to_replace_a_run_unless_asked(tmp_path, crashed_run):
     pack_run(str(killed), archive)
     with pytest.raises(RunArchiveError, match="already holds a run"):
         unpack_run(archive, str(killed))
-    # overwrite: the backup is the archive's and no older step file stays behind
+    # overwrite: the backup is the archive's, and nothing of the replaced run (an
+    # older step file, its final model and metrics) stays behind
     state = read_backup_state(str(killed / "backup"))
     (killed / "backup" / "step-0000000099.weights.h5").write_bytes(b"stale")
+    (killed / "metrics.json").write_text("{}")
     assert unpack_run(archive, str(killed), overwrite=True)["step"] == state["step"]
     assert sorted(os.listdir(killed / "backup")) == ["state.json",
                                                      "step-0000000016.weights.h5"]
+    assert not (killed / "metrics.json").exists()
+    assert not [n for n in os.listdir(killed) if n.startswith(".unpack-")]
 
 
 def test_run_archive_errors_are_named(tmp_path):
@@ -121,9 +125,22 @@ def test_run_archive_errors_are_named(tmp_path):
     pack_run(str(good), str(tmp_path / "good.tar.gz"))
     raw = (tmp_path / "good.tar.gz").read_bytes()
     (tmp_path / "cut.tar.gz").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(RunArchiveError, match="not a readable run archive"):
-        unpack_run(str(tmp_path / "cut.tar.gz"), str(tmp_path / "r2"))
+    (tmp_path / "garbled.tar.gz").write_bytes(raw[:100] + b"x" * 400 + raw[500:])
+    for bad in ("cut.tar.gz", "garbled.tar.gz"):
+        with pytest.raises(RunArchiveError, match="not a readable run archive"):
+            unpack_run(str(tmp_path / bad), str(tmp_path / "r2"))
     assert not (tmp_path / "r2" / "backup").exists()
+    # an archive whose state names weights it does not hold changes nothing
+    partial = tmp_path / "partial.tar.gz"
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(good / "backup" / "state.json", arcname="backup/state.json")
+    (tmp_path / "r3" / "backup").mkdir(parents=True)
+    (tmp_path / "r3" / "history.json").write_text("[]")
+    with pytest.raises(RunArchiveError, match="names backup/step-0000000001.weights.h5, "
+                                              "which the archive does not hold"):
+        unpack_run(str(partial), str(tmp_path / "r3"), overwrite=True)
+    assert (tmp_path / "r3" / "history.json").read_text() == "[]"
+    assert not (tmp_path / "r3" / "backup" / "state.json").exists()
     # a live run holds its directory: packing it is refused, not copied mid-write
     with directory_lock(str(good)):
         with pytest.raises(DirectoryInUseError):

@@ -240,6 +240,8 @@ def test_a_run_that_failed_after_training_is_evaluated_not_retrained(tmp_path,
     logs.clear()
     train_and_evaluate(dataclasses.replace(cfg, steps_per_epoch=3), log=logs.append)
     assert not any("training finished earlier" in line for line in logs)
+    assert any("holds a model trained with other settings (steps_per_epoch: 2 there, 3 "
+               "here): training anew" in line for line in logs), logs
 
 
 def test_a_model_dir_in_use_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
