@@ -53,6 +53,9 @@ flags.DEFINE_integer("eval_every", None, "Evaluate on the test split every N tra
                      "steps and report the median of the last --eval_keep evaluations "
                      "and the best (the DASO / USB protocols).")
 flags.DEFINE_integer("eval_keep", 20, "Evaluations in the median of --eval_every.")
+flags.DEFINE_string("eval_protocol", None, "Evaluator of --eval_every: direct (the "
+                    "model's predictions; the default for classifiers) or knn (weighted "
+                    "kNN on the features; the default for SupCon/SimCLR encoders).")
 flags.DEFINE_string("augment", "auto", "Training view: auto|none|weak|strong|supcon.")
 flags.DEFINE_string("method_kwargs", None,
                     "The method's constructor arguments as JSON, or the path of a .json "
@@ -145,7 +148,8 @@ def _config(announce=False):
         strategy=FLAGS.strategy, model_dir=FLAGS.model_dir,
         backup_every=FLAGS.backup_every, cache_dir=FLAGS.cache_dir,
         seed=FLAGS.seed, method_kwargs=_method_kwargs(),
-        data_kwargs=_json_flag("data_kwargs"), eval_keep=FLAGS.eval_keep)
+        data_kwargs=_json_flag("data_kwargs"), eval_keep=FLAGS.eval_keep,
+        eval_protocol=FLAGS.eval_protocol)
 
 
 def _method_kwargs():

@@ -72,6 +72,7 @@ class TrainConfig:
     verbose: object = "auto"
     eval_every: int = None
     eval_keep: int = 20
+    eval_protocol: str = None         # None: "direct" for classifiers, "knn" for encoders
     method_kwargs: dict = dataclasses.field(default_factory=dict)
     data_kwargs: dict = dataclasses.field(default_factory=dict)
 
@@ -189,11 +190,19 @@ def save_model_atomic(model, path):
     return os.fspath(path)
 
 
+# Settings an evaluator echoes in its result (kNN's k and temperature): not metrics.
+_EVALUATOR_OPTIONS = ("k", "temperature")
+
+
 class PeriodicEvaluation(keras.callbacks.Callback):
     """Scores the model on test data every `every` training steps (DASO / USB protocol).
 
-    Each evaluation runs `ssl_zoo.evaluation.direct_evaluate` (the model's own
-    predictions, e.g. the EMA model's for FixMatch/DASO) and keeps its scalar metrics.
+    Each evaluation runs the evaluator `protocol` and keeps its scalar metrics:
+    "direct" (`ssl_zoo.evaluation.direct_evaluate`: the model's own predictions, e.g.
+    the EMA model's for FixMatch/DASO) under their own names, any other registered
+    evaluator (e.g. "knn", the weighted-kNN monitor of an encoder's features against
+    the training images, for SupCon/SimCLR, which have no classifier) with its name
+    as a prefix (`knn_accuracy`).
     `summary()` reports, for each metric, the median of the last `keep` evaluations
     (what the DASO code reports, `keep=20`) and the best (what USB reports).
 
@@ -202,12 +211,13 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         num_classes: C.
         every: evaluate every `every` training steps (>= 1).
         keep: evaluations in the median.
-        train: the training data, read only for its labels (the many/medium/few-shot
-            groups); None leaves the groups out.
+        train: the training data: "direct" reads only its labels (the
+            many/medium/few-shot groups; None leaves them out), "knn" its images too.
         batch_size: evaluation batch size.
         log: where to print one line per evaluation (None: silent).
         path: a JSON file the evaluations are written to after each one (atomically)
             and read back from when a run resumes.
+        protocol: the evaluator's name in `ssl_zoo.evaluation.EVALUATORS`.
 
     Example:
     >>> callback = PeriodicEvaluation((np.zeros((2, 8, 8, 3)), np.zeros(2)), 2, every=500)
@@ -216,11 +226,16 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     """
 
     def __init__(self, test, num_classes, every, keep=20, train=None,
-                 batch_size=256, log=None, path=None):
+                 batch_size=256, log=None, path=None, protocol="direct"):
         super().__init__()
+        from ssl_zoo.evaluation import get_evaluator
         if int(every) < 1 or int(keep) < 1:
             raise ValueError(f"eval_every and eval_keep must be >= 1, got {every} and "
                              f"{keep}.")
+        get_evaluator(protocol)   # an unknown name fails here, not after an epoch
+        if protocol != "direct" and train is None:
+            raise ValueError(f"the {protocol!r} evaluation needs the training data.")
+        self.protocol = protocol
         self.test, self.num_classes = test, int(num_classes)
         self.every, self.keep = int(every), int(keep)
         self.train, self.batch_size, self.log = train, batch_size, log
@@ -241,20 +256,22 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             self.evaluate_now(step)
 
     def evaluate_now(self, step=None):
-        from ssl_zoo.evaluation import direct_evaluate
+        from ssl_zoo.evaluation import evaluate
         step = int(self.model.optimizer.iterations) if step is None else step
-        result = direct_evaluate(self.model, self.train, self.test, self.num_classes,
-                                 batch_size=self.batch_size)
-        row = {"step": step, **{k: float(v) for k, v in result.items()
-                                if isinstance(v, (int, float))
-                                and not isinstance(v, bool)}}
-        row["recall_per_class"] = result.get("recall_per_class")
+        result = evaluate(self.protocol, self.model, self.train, self.test,
+                          self.num_classes, batch_size=self.batch_size)
+        prefix = "" if self.protocol == "direct" else self.protocol + "_"
+        row = {"step": step, **{prefix + k: float(v) for k, v in result.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)
+                                and k not in _EVALUATOR_OPTIONS}}
+        row[prefix + "recall_per_class"] = result.get("recall_per_class")
         self.history.append(row)
         if self.path:
             atomic_write_json(self.path, self.history)
         if self.log:
-            self.log(f"step {step}: accuracy {row['accuracy']:.4f}, balanced "
-                     f"{row['balanced_accuracy']:.4f}")
+            name = f"{self.protocol} accuracy" if prefix else "accuracy"
+            self.log(f"step {step}: {name} {row[prefix + 'accuracy']:.4f}, balanced "
+                     f"{row[prefix + 'balanced_accuracy']:.4f}")
         return row
 
     def summary(self):
@@ -678,15 +695,13 @@ def _train_and_evaluate(cfg, log):
         f"for {cfg.epochs} epochs x {steps} steps, batch {cfg.batch_size}, "
         f"{replicas} replica(s), view={view}")
     periodic = None
-    if cfg.eval_every and (spec.evaluation != "direct" or not model.has_classifier):
-        raise ValueError(f"eval_every scores the model's own predictions; {cfg.method} "
-                         f"is evaluated by {spec.evaluation!r}: drop eval_every.")
     if cfg.eval_every:
         periodic = PeriodicEvaluation(test, info.num_classes, cfg.eval_every,
                                       keep=cfg.eval_keep, train=labeled,
                                       batch_size=cfg.batch_size, log=log,
                                       path=cfg.model_dir and os.path.join(
-                                          cfg.model_dir, "evaluations.json"))
+                                          cfg.model_dir, "evaluations.json"),
+                                      protocol=periodic_protocol(cfg, spec, model))
         callbacks.append(periodic)
     verbose = cfg.verbose
     if verbose == "auto":  # a live progress bar on a terminal, one line per epoch in logs
@@ -721,6 +736,26 @@ def _train_and_evaluate(cfg, log):
                               training_details, periodic, start, train_seconds)
 
 
+def periodic_protocol(cfg, spec, model):
+    """The evaluator of `cfg.eval_every`: `cfg.eval_protocol`, else "direct" (the
+    model's own predictions) for a method scored directly, "knn" (its features) for an
+    encoder such as SupCon/SimCLR.
+
+    Example:
+    >>> from ssl_zoo.models import get_method
+    >>> spec = get_method("supcon")
+    >>> periodic_protocol(TrainConfig(method="supcon"), spec, spec.model_class(num_classes=2))
+    'knn'
+    """
+    direct = spec.evaluation == "direct" and getattr(model, "has_classifier", False)
+    protocol = cfg.eval_protocol or ("direct" if direct else "knn")
+    if protocol == "direct" and not direct:
+        raise ValueError(f"eval_protocol='direct' scores the model's own predictions; "
+                         f"{cfg.method} has none (it is evaluated by "
+                         f"{spec.evaluation!r}): use eval_protocol='knn'.")
+    return protocol
+
+
 def _finished_training(cfg, log=None):
     """The record of a training run of the same config finished in `cfg.model_dir`;
     None (and a log line naming the settings that differ) when the model there was
@@ -735,11 +770,11 @@ def _finished_training(cfg, log=None):
         done = json.load(f)
     old = _training_fields(done.get("config") or {})
     new = _training_fields(_jsonable(dataclasses.asdict(cfg)))
-    if old != new:
+    # a setting the record lacks (added to TrainConfig since) counts as its default
+    differ = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
+                       for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    if differ:
         if log is not None:
-            differ = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
-                               for k in sorted(set(old) | set(new))
-                               if old.get(k) != new.get(k))
             log(f"{cfg.model_dir} holds a model trained with other settings ({differ}): "
                 f"training anew")
         return None

@@ -140,6 +140,57 @@ def test_periodic_evaluation_median_best_and_resume(tmp_path):
     assert [row["step"] for row in resumed.history] == [2, 4]
 
 
+def test_periodic_knn_evaluation_of_an_encoder(tmp_path):
+    """protocol='knn' scores an encoder's features by weighted kNN against the training
+    images, under knn_-prefixed names (the evaluator's k and temperature are not
+    metrics), equal to `knn_evaluate` on the same model."""
+    from ssl_zoo.evaluation import knn_evaluate
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 6)
+    images = (np.eye(3)[labels][:, None, None, :] * 200 + rng.uniform(0, 80, (18, 2, 2, 3))
+              ).astype("float32")
+    train, test = (images[::2], labels[::2]), (images[1::2], labels[1::2])
+    model = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(4)])
+    model.compile(optimizer=keras.optimizers.SGD())
+    callback = PeriodicEvaluation(test, 3, every=1, train=train, protocol="knn",
+                                  path=os.path.join(tmp_path, "evaluations.json"))
+    callback.set_model(model)
+    model.optimizer.iterations.assign(1)
+    callback.on_train_batch_end(0)
+    row = callback.history[0]
+    reference = knn_evaluate(model, train, test, 3)
+    assert row["knn_accuracy"] == pytest.approx(reference["accuracy"], abs=1e-12)
+    assert row["knn_balanced_accuracy"] == pytest.approx(reference["balanced_accuracy"])
+    assert "accuracy" not in row and "knn_k" not in row and "knn_temperature" not in row
+    assert callback.summary()["best_knn_accuracy"] == row["knn_accuracy"]
+    with pytest.raises(ValueError, match="Unknown evaluator 'nope'; known evaluators:"):
+        PeriodicEvaluation(test, 3, every=1, train=train, protocol="nope")
+    with pytest.raises(ValueError, match="the 'knn' evaluation needs the training data"):
+        PeriodicEvaluation(test, 3, every=1, protocol="knn")
+
+
+def test_an_encoder_run_gets_a_knn_learning_curve(tmp_path):
+    """eval_every on SupCon (no classifier) records the kNN monitor every N steps;
+    asking it for the 'direct' protocol is a named error."""
+    cfg = TrainConfig(method="supcon", dataset="digits", backbone="vgg_tile",
+                      width=0.0625, epochs=2, steps_per_epoch=2, batch_size=16,
+                      max_train_examples=64, max_test_examples=32, verbose=0,
+                      eval_every=2, eval_keep=1, cache_dir=str(tmp_path / "cache"),
+                      method_kwargs={"projection_dim": 8})
+    logs = []
+    out = train_and_evaluate(cfg, log=logs.append)
+    rows = out["details"]["periodic_evaluations"]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(0.0 <= r["knn_accuracy"] <= 1.0 for r in rows)
+    assert out["metrics"]["median1_knn_accuracy"] == rows[-1]["knn_accuracy"]
+    assert any(line.startswith("step 4: knn accuracy") for line in logs), logs
+    with pytest.raises(ValueError, match="eval_protocol='direct' scores the model's own "
+                                         "predictions; supcon has none"):
+        train_and_evaluate(dataclasses.replace(cfg, eval_protocol="direct"),
+                           log=lambda *_: None)
+
+
 def test_semi_supervised_split_and_stream_from_the_registry():
     train = load_arrays("digits", "train")
     lab, unl = semi_supervised_split(train, num_labeled_head=40, imbalance_ratio=10,
