@@ -49,6 +49,9 @@ flags.DEFINE_integer("warmup_epochs", None, "Linear warm-up epochs (default: the
                      "authors' rule, 10 when the batch is above 256, else 0).")
 flags.DEFINE_float("weight_decay", 1e-4, "Coupled L2 (PyTorch's weight decay).")
 flags.DEFINE_integer("probe_epochs", 30, "Linear-probe epochs (on cached features).")
+flags.DEFINE_integer("eval_epochs", 10, "Learning curve: the weighted-kNN monitor (k 200, "
+                     "T 0.07) of every method's features on the test set every this many "
+                     "epochs; 0 for none.")
 flags.DEFINE_list("methods", ["ce", "supcon", "simclr"], "Methods to train.")
 flags.DEFINE_string("precision", "bfloat16", "float32 | bfloat16 (faster on this CPU).")
 flags.DEFINE_string("model_dir", os.path.join(_REPO, "runs", "supcon_protocol"),
@@ -97,6 +100,8 @@ def method_config(method):
         schedule="cosine", warmup_steps=min(warm, FLAGS.epochs) * steps,
         augment="auto", mixed_precision=FLAGS.precision, seed=FLAGS.seed, verbose=2,
         backup_every=FLAGS.backup_every, method_kwargs=kwargs,
+        # the same monitor for all three (CE's own predictions are scored at the end)
+        eval_every=FLAGS.eval_epochs * steps or None, eval_protocol="knn", eval_keep=1,
         model_dir=os.path.join(FLAGS.model_dir, method))
 
 
@@ -107,10 +112,15 @@ def train_method(method, train, test):
     cfg = method_config(method)
     out = train_and_evaluate(cfg, log=lambda s: print("  " + s, flush=True))
     model, metrics = out["model"], out["metrics"]
-    row = {"seconds": float(out["seconds"]),
+    steps = FLAGS.train_examples // FLAGS.batch_size
+    # "seconds": training wall time over all resumptions (kNN monitor included)
+    row = {"seconds": float(out["train_seconds"] or out["seconds"]),
            "learning_rate": cfg.learning_rate, "warmup_steps": cfg.warmup_steps,
+           "steps_per_epoch": steps,
            "train_curve": {k: [float(v) for v in vals]
                            for k, vals in out["history"].items()},
+           "test_curve": [{"epoch": e["step"] / steps, "knn_accuracy": e["knn_accuracy"]}
+                          for e in out["details"].get("periodic_evaluations", [])],
            "final_train_loss": float(out["history"]["loss"][-1])}
     if method == "ce":
         row["end_to_end_top1"] = float(metrics["accuracy"])
@@ -365,7 +375,7 @@ def main(_):
     if FLAGS.quick:
         FLAGS.epochs, FLAGS.train_examples, FLAGS.test_examples = 2, 256, 256
         FLAGS.width, FLAGS.batch_size, FLAGS.probe_epochs = 0.125, 64, 5
-        FLAGS.warmup_epochs = 1
+        FLAGS.warmup_epochs, FLAGS.eval_epochs = 1, 1
         FLAGS.speed_batches, FLAGS.memory_batches = ["64"], ["1024"]
         FLAGS.speed_steps, FLAGS.jit = 2, "graph"
         # a smoke run writes beside its runs, never over the protocol's results
@@ -380,7 +390,7 @@ def main(_):
         "config": {k: FLAGS[k].value for k in (
             "backbone", "width", "epochs", "train_examples", "test_examples",
             "batch_size", "warmup_epochs", "weight_decay", "probe_epochs", "precision",
-            "seed", "data", "quick")},
+            "seed", "data", "quick", "eval_epochs")},
         "authors_at_batch_1024": AUTHORS,
         "notes": "CPU only. SGD momentum 0.9, coupled L2, cosine with the authors' "
                  "warm-up rule; lr = README lr x batch / 1024. CE uses flip + zero-"

@@ -42,7 +42,7 @@ flags.DEFINE_string("precision", "float32", "float32 | bfloat16.")
 flags.DEFINE_string("model_dir", None, "Run directory root (resumable, step backups).")
 flags.DEFINE_integer("backup_every", 200, "Steps between backups (with --model_dir).")
 flags.DEFINE_integer("eval_epochs", 4, "Test accuracy every this many epochs (the "
-                     "learning curve in the metadata; not for supcon, scored by its probe).")
+                     "learning curve in the metadata; supcon: its features' kNN top-1).")
 flags.DEFINE_string("out", os.path.join(_REPO, "pretrained"), "Presets directory.")
 FLAGS = flags.FLAGS
 
@@ -76,7 +76,8 @@ def learning_curve(out):
     """Per-epoch training metrics and the periodic test accuracies of a run."""
     train = {k: [round(float(v), 5) for v in values]
              for k, values in out["history"].items() if k.endswith(("loss", "accuracy"))}
-    test = [{"step": int(e["step"]), "accuracy": round(float(e["accuracy"]), 5)}
+    test = [{"step": int(e["step"]), **{k: round(float(e[k]), 5) for k in (
+             "accuracy", "knn_accuracy") if k in e}}
             for e in out["details"].get("periodic_evaluations", [])]
     return {"train_per_epoch": train, "test": test}
 
@@ -97,9 +98,10 @@ def main(_):
             augment="weak" if FLAGS.recipe == "milestone1" else "auto",
             max_train_examples=FLAGS.train_examples, verbose=2, seed=0,
             mixed_precision=FLAGS.precision, backup_every=FLAGS.backup_every,
-            eval_every=None if method == "supcon" or not FLAGS.eval_epochs else
+            # the learning curve: SupCon's by the kNN monitor of its features
+            eval_every=None if not FLAGS.eval_epochs else
             FLAGS.eval_epochs * max(1, FLAGS.train_examples // FLAGS.batch_size),
-            eval_keep=1,
+            eval_keep=1, eval_protocol="knn" if method == "supcon" else None,
             model_dir=FLAGS.model_dir and os.path.join(FLAGS.model_dir, method), **extra)
         spec = get_method(method)
         arch, recipe = resolve_backbone(cfg, spec), resolve_recipe(cfg, spec)

@@ -221,3 +221,29 @@ def test_supcon_protocol_keeps_recorded_methods(tmp_path, benchmark_script):
     assert "accuracy" not in supcon.recorded_results(str(out), dict(protocol, width=0.5),
                                                      rerun=True)
     assert supcon.recorded_results(str(out), protocol, rerun=True)["accuracy"]
+
+
+def test_plot_supcon_table_and_figures(tmp_path):
+    """plot_supcon's table reads every method's row of the protocol's JSON (doctest),
+    and with matplotlib present the two figures are written."""
+    import doctest
+    plot = _benchmark_module("plot_supcon")
+    doctests = doctest.testmod(plot)
+    assert doctests.failed == 0 and doctests.attempted >= 1
+    row = {"probe_top1": 0.5, "final_train_loss": 2.0, "seconds": 3.0,
+           "train_curve": {"loss": [4.0, 2.0]},
+           "test_curve": [{"epoch": 1.0, "knn_accuracy": 0.25},
+                          {"epoch": 2.0, "knn_accuracy": 0.375}]}
+    result = {"config": {"train_examples": 10, "backbone": "b", "width": 0.5,
+                         "batch_size": 4},
+              "accuracy": {"ce": dict(row, end_to_end_top1=0.625),
+                           "supcon": dict(row, probe_top1=0.75)}}
+    table = plot.accuracy_table(result)
+    assert table[2] == "| Cross-entropy | 50.00 | 37.50 | 62.50 | 2.000 | 3 |"
+    assert table[3] == "| SupCon | 75.00 | 37.50 | – | 2.000 | 3 |"
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "supcon.json"
+    path.write_text(json.dumps(result))
+    plot.main(str(path), str(tmp_path / "images"))
+    assert sorted(os.listdir(tmp_path / "images")) == ["supcon_bars.png",
+                                                       "supcon_curves.png"]
