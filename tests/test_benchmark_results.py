@@ -247,3 +247,19 @@ def test_plot_supcon_table_and_figures(tmp_path):
     plot.main(str(path), str(tmp_path / "images"))
     assert sorted(os.listdir(tmp_path / "images")) == ["supcon_bars.png",
                                                        "supcon_curves.png"]
+
+
+def test_unfinished_runs_are_listed_and_unpack_to_their_step(tmp_path):
+    """Every packed run in benchmarks/unfinished is a row of its README (and every row
+    an archive there), and unpacks to a step backup of the step the row gives."""
+    from ssl_zoo.backup import unpack_run
+    folder = os.path.join(ROOT, "benchmarks", "unfinished")
+    with open(os.path.join(folder, "README.md"), encoding="utf-8") as f:
+        rows = re.findall(r"^\| `([^`]+\.tar\.gz)` \| .+ \| ([0-9,]+) \| (.+) \|$",
+                          f.read(), re.M)
+    archives = sorted(n for n in os.listdir(folder) if n.endswith(".tar.gz"))
+    assert sorted(name for name, _, _ in rows) == archives
+    for name, step, command in rows:
+        assert f"--archive=benchmarks/unfinished/{name}" in command, command
+        out = unpack_run(os.path.join(folder, name), str(tmp_path / name))
+        assert out["step"] == int(step.replace(",", "")), name
