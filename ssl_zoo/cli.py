@@ -34,7 +34,8 @@ flags.DEFINE_string("test_split", "test", "Evaluation split ('val' is accepted t
 flags.DEFINE_integer("max_train_examples", None, "Train on a random subset.")
 flags.DEFINE_integer("max_test_examples", None, "Evaluate on a random subset.")
 flags.DEFINE_string("backbone", None, "Backbone name (default: the method's own, e.g. "
-                    "resnet32_cifar_a for the SLA family, else resnet32_cifar).")
+                    "resnet32_cifar_a for the SLA family, wrn28_2 for FixMatch/DASO, "
+                    "vgg_tile for Jigsaw, resnet32_cifar for SupCon/SimCLR).")
 flags.DEFINE_float("width", 0.5, "Backbone width multiplier.")
 flags.DEFINE_integer("epochs", 8, "Training epochs.")
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass).")
@@ -114,7 +115,7 @@ def _json_flag(name):
 # The zero-argument quick start (SLA on the embedded 16x16 digits, 8 epochs = 176
 # steps) with the projection ResNet-32: the authors' option-A net (the SLA family's
 # default) sits on a plateau for its first ~10 epochs of the joint task there (measured:
-# SLA+SD 20.9 % after 8 epochs, 52.4 % after 15, 97.8 % after 30, against 98.9 % after 8
+# SLA+SD 20.9 % after 8 epochs, 52.4 % after 15, 97.8 % after 30, against 97.2 % after 8
 # with projections), so the minute-long demo would show an unconverged model.
 QUICKSTART_BACKBONE = "resnet32_cifar"
 

@@ -32,7 +32,9 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Settings of one training run (every field is also a CLI flag).
+    """Settings of one training run (most fields are `ssl-zoo train` flags of the same
+    name; momentum, nesterov, warmup_steps and verbose are Python-only, and the CLI's
+    own defaults for width / epochs / batch_size are 0.5 / 8 / 64).
 
     Example:
     >>> cfg = TrainConfig(method="sla", dataset="digits", epochs=1)
@@ -770,7 +772,8 @@ def _finished_training(cfg, log=None):
         done = json.load(f)
     old = _training_fields(done.get("config") or {})
     new = _training_fields(_jsonable(dataclasses.asdict(cfg)))
-    # a setting the record lacks (added to TrainConfig since) counts as its default
+    # a setting the record lacks (added to TrainConfig since) counts as None, the
+    # default of every field added so far
     differ = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
                        for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
     if differ:
