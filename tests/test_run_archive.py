@@ -6,8 +6,7 @@ directories get named errors."""
 import io
 import json
 import os
-import subprocess
-import sys
+import shutil
 import tarfile
 
 import keras
@@ -20,9 +19,6 @@ from ssl_zoo.backup import RunArchiveError, pack_run, read_backup_state, unpack_
 from ssl_zoo.training import TrainConfig, train_and_evaluate
 from ssl_zoo.utils.io import DirectoryInUseError, directory_lock
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _common(tmp_path, **kwargs):
     return {**dict(method="supervised", dataset="digits", backbone="vgg_tile",
                    width=0.0625, epochs=3, steps_per_epoch=10, batch_size=16,
@@ -31,14 +27,24 @@ def _common(tmp_path, **kwargs):
             **kwargs}
 
 
-@pytest.fixture
-def crashed_run(tmp_path, monkeypatch):
-    """A run killed at step 17 (its backup holds step 16) and its uninterrupted twin."""
-    common = _common(tmp_path)
-    reference = train_and_evaluate(TrainConfig(model_dir=str(tmp_path / "a"), **common),
+@pytest.fixture(scope="module")
+def _crashed_once(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crashed")
+    common = _common(root)
+    reference = train_and_evaluate(TrainConfig(model_dir=str(root / "a"), **common),
                                    log=lambda *_: None)
-    train_killed_at_step(TrainConfig(model_dir=str(tmp_path / "b"), **common), 17,
-                         monkeypatch)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        train_killed_at_step(TrainConfig(model_dir=str(root / "b"), **common), 17,
+                             monkeypatch)
+    return common, reference, root / "b"
+
+
+@pytest.fixture
+def crashed_run(tmp_path, _crashed_once):
+    """A run killed at step 17 (its backup holds step 16; a copy of its own for the
+    test) and its uninterrupted twin."""
+    common, reference, killed = _crashed_once
+    shutil.copytree(killed, tmp_path / "b")
     return common, reference, tmp_path / "b"
 
 
@@ -148,28 +154,38 @@ def test_run_archive_errors_are_named(tmp_path):
     assert not (tmp_path / "busy.tar.gz").exists()
 
 
-def test_cli_pack_and_unpack(tmp_path):
+def test_cli_pack_and_unpack(tmp_path, capsys):
+    from absl import app, flags
+    from ssl_zoo import cli
     run = tmp_path / "run"
     (run / "backup").mkdir(parents=True)
     (run / "backup" / "step-0000000003.weights.h5").write_bytes(b"w" * 100)
     (run / "backup" / "state.json").write_text(json.dumps(
         {"epoch": 1, "batch": 1, "step": 3, "steps_per_epoch": 2,
          "weights": "step-0000000003.weights.h5"}))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "ssl_zoo.cli", *args], env=env,
-                              capture_output=True, text=True, timeout=300)
+    def cli_main(command, *args):
+        flags.FLAGS.unparse_flags()
+        try:
+            flags.FLAGS(["ssl-zoo", *args])
+            cli.main(["ssl-zoo", command])
+        finally:
+            flags.FLAGS.unparse_flags()
+        return capsys.readouterr()
 
     archive = tmp_path / "run.tar.gz"
-    out = cli("pack", f"--model_dir={run}", f"--archive={archive}")
-    assert out.returncode == 0, out.stderr
-    assert "packed the backup of step 3" in out.stdout
-    out = cli("unpack", f"--archive={archive}", f"--model_dir={tmp_path / 'there'}")
-    assert out.returncode == 0, out.stderr
+    out = cli_main("pack", f"--model_dir={run}", f"--archive={archive}")
+    assert "packed the backup of step 3" in out.out
+    out = cli_main("unpack", f"--archive={archive}", f"--model_dir={tmp_path / 'there'}")
+    assert "unpacked the backup of step 3" in out.out
     assert (tmp_path / "there" / "backup" / "step-0000000003.weights.h5").read_bytes() \
         == b"w" * 100
-    out = cli("unpack", f"--archive={archive}", f"--model_dir={tmp_path / 'there'}")
-    assert out.returncode == 2 and "already holds a run" in out.stderr, out.stderr
-    out = cli("pack", f"--model_dir={run}")
-    assert out.returncode != 0 and "--model_dir and --archive are required" in out.stderr
+    with pytest.raises(SystemExit) as exit_:      # a named error, exit status 2
+        cli_main("unpack", f"--archive={archive}", f"--model_dir={tmp_path / 'there'}")
+    assert exit_.value.code == 2
+    assert "ssl-zoo unpack: error:" in capsys.readouterr().err
+    out = cli_main("unpack", f"--archive={archive}", f"--model_dir={tmp_path / 'there'}",
+                   "--overwrite")
+    assert "unpacked the backup of step 3" in out.out
+    with pytest.raises(app.UsageError, match="--model_dir and --archive are required"):
+        cli_main("pack", f"--model_dir={run}")
