@@ -21,7 +21,7 @@ import sys
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from plotting import pyplot  # noqa: E402
+from plotting import pyplot, run_script, save_figure  # noqa: E402
 from sla_rows import ROWS  # noqa: E402
 COLORS = {"supervised": "tab:gray", "da": "tab:red", "mt": "tab:orange", "sla": "tab:blue"}
 TABLE_HEADER = ("| n | method | test top-1 (%) mean ± std | seeds | gain vs supervised "
@@ -65,7 +65,6 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
     runs, summary = result["runs"], result["summary"]
     os.makedirs(out_dir, exist_ok=True)
     sizes = sorted(runs, key=int)
-    written = []
 
     fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 3.6 * len(sizes)), squeeze=False)
     for (ax_test, ax_train), size in zip(axes, sizes):
@@ -99,10 +98,7 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
             ax.set_ylabel("%")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "sla_curves.png")
-    fig.savefig(path, dpi=110)
-    written.append(path)
+    save_figure(fig, out_dir, "sla_curves.png")
 
     fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + 2.2 * len(sizes)), 3.6))
     width = 0.8 / len(ROWS)
@@ -117,10 +113,7 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
                  fontsize=9)
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "sla_bars.png")
-    fig.savefig(path, dpi=110)
-    written.append(path)
+    save_figure(fig, out_dir, "sla_bars.png")
 
     if len(sizes) > 1:
         fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -135,16 +128,9 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
         ax.set_ylabel("gain over supervised (points)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = os.path.join(out_dir, "sla_gain.png")
-        fig.savefig(path, dpi=110)
-        written.append(path)
-    for path in written:
-        print(f"wrote {path}")
+        save_figure(fig, out_dir, "sla_gain.png")
     print("\n".join(accuracy_table(result)))
 
 
 if __name__ == "__main__":
-    if not set(sys.argv[1:]).isdisjoint({"-h", "--help"}) or len(sys.argv) > 3:
-        sys.exit(__doc__)
-    main(*sys.argv[1:])
+    run_script(main, __doc__)

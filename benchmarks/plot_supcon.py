@@ -20,7 +20,7 @@ import sys
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from plotting import pyplot  # noqa: E402
+from plotting import pyplot, run_script, save_figure  # noqa: E402
 
 NAMES = {"ce": "Cross-entropy", "supcon": "SupCon", "simclr": "SimCLR"}
 COLORS = {"ce": "tab:gray", "supcon": "tab:blue", "simclr": "tab:green"}
@@ -63,7 +63,6 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "supcon.json"),
     config = result.get("config", {})
     setting = (f"CIFAR-10 n={config.get('train_examples')}, {config.get('backbone')} "
                f"x{config.get('width')}, batch {config.get('batch_size')}")
-    written = []
 
     fig, (ax_knn, ax_loss) = plt.subplots(1, 2, figsize=(11, 3.8))
     for method, row in rows.items():
@@ -84,10 +83,7 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "supcon.json"),
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "supcon_curves.png")
-    fig.savefig(path, dpi=110)
-    written.append(path)
+    save_figure(fig, out_dir, "supcon_curves.png")
 
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     methods = list(rows)
@@ -100,16 +96,9 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "supcon.json"),
     ax.set_ylabel("linear-probe top-1 (%)")
     ax.set_title(setting, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "supcon_bars.png")
-    fig.savefig(path, dpi=110)
-    written.append(path)
-    for path in written:
-        print(f"wrote {path}")
+    save_figure(fig, out_dir, "supcon_bars.png")
     print("\n".join(accuracy_table(result)))
 
 
 if __name__ == "__main__":
-    if not set(sys.argv[1:]).isdisjoint({"-h", "--help"}) or len(sys.argv) > 3:
-        sys.exit(__doc__)
-    main(*sys.argv[1:])
+    run_script(main, __doc__)

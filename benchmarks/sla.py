@@ -38,6 +38,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from protocol import protocol_differences  # noqa: E402
 from sla_rows import rows_of  # noqa: E402
 from timing import time_interleaved  # noqa: E402
 
@@ -155,9 +156,7 @@ def recorded_results(path, protocol, rerun=False):
         old = json.load(f)
     if not old.get("runs"):
         return {}
-    config = old.get("config", {})
-    differ = [f"{k} {config.get(k)}, here {protocol[k]}" for k in PROTOCOL_KEYS
-              if config.get(k) != protocol[k]]
+    differ = protocol_differences(old.get("config", {}), protocol)
     if differ and rerun:
         return {}
     if differ:

@@ -36,6 +36,9 @@ from absl import app, flags  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from protocol import protocol_differences  # noqa: E402
 
 flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
                     "CIFAR-10 archive or folder.")
@@ -201,9 +204,7 @@ def recorded_results(path, protocol, rerun=False):
         old = json.load(f)
     kept = {k: old[k] for k in ("speed", "memory") if k in old}
     if old.get("accuracy"):
-        config = old.get("config", {})
-        differ = [f"{k} {config.get(k)}, here {protocol[k]}" for k in PROTOCOL_KEYS
-                  if config.get(k) != protocol[k]]
+        differ = protocol_differences(old.get("config", {}), protocol)
         if differ and rerun:
             return kept
         if differ:
