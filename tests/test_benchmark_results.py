@@ -263,3 +263,17 @@ def test_unfinished_runs_are_listed_and_unpack_to_their_step(tmp_path):
         assert f"--archive=benchmarks/unfinished/{name}" in command, command
         out = unpack_run(os.path.join(folder, name), str(tmp_path / name))
         assert out["step"] == int(step.replace(",", "")), name
+
+
+def test_preset_learning_curve_keeps_direct_and_knn_scores(benchmark_script):
+    """train_presets records a classifier's periodic test accuracy and a SupCon
+    encoder's kNN monitor under their own names, and the per-epoch training metrics."""
+    presets = benchmark_script("train_presets")
+    out = {"history": {"loss": [2.0, 1.0], "accuracy": [0.5, 0.75], "lr": [0.1, 0.1]},
+           "details": {"periodic_evaluations": [
+               {"step": 10, "accuracy": 0.123456789, "balanced_accuracy": 0.1},
+               {"step": 20, "knn_accuracy": 0.5, "knn_balanced_accuracy": 0.5}]}}
+    curve = presets.learning_curve(out)
+    assert curve["train_per_epoch"] == {"loss": [2.0, 1.0], "accuracy": [0.5, 0.75]}
+    assert curve["test"] == [{"step": 10, "accuracy": 0.12346},
+                             {"step": 20, "knn_accuracy": 0.5}]
