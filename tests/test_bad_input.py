@@ -363,10 +363,14 @@ CASES = [
     ("config_unknown_method_kwarg", lambda: _train(method_kwargs={"bogus": 1}),
      ValueError, r"Unrecognized keyword arguments passed to SupervisedModel: "
                  r"\{'bogus': 1\}"),
-    ("config_eval_every_for_a_linear_probe_method",
-     lambda: _train(method="supcon", eval_every=1),
-     ValueError, r"eval_every scores the model's own predictions; supcon is evaluated "
-                 r"by 'linear_probe'"),
+    ("config_direct_periodic_evaluation_of_an_encoder",
+     lambda: _train(method="supcon", eval_every=1, eval_protocol="direct"),
+     ValueError, r"eval_protocol='direct' scores the model's own predictions; supcon has "
+                 r"none \(it is evaluated by 'linear_probe'\): use eval_protocol='knn'"),
+    ("config_unknown_eval_protocol",
+     lambda: _train(eval_every=1, eval_protocol="nope"),
+     ValueError, r"Unknown evaluator 'nope'; known evaluators: direct, kmeans, knn, "
+                 r"linear_probe"),
     ("periodic_evaluation_every_zero",
      lambda: PeriodicEvaluation((IMAGES, np.zeros(4)), 2, every=0),
      ValueError, r"eval_every and eval_keep must be >= 1, got 0"),
