@@ -10,3 +10,24 @@ def protocol_differences(recorded, protocol):
     """
     return [f"{key} {recorded.get(key)}, here {value}" for key, value in protocol.items()
             if recorded.get(key) != value]
+
+
+def comparable(path, recorded, protocol, rerun, what="runs"):
+    """Whether the `what` a results file `path` holds (made under its `recorded`
+    config) can be kept beside runs of `protocol`: True when the settings agree, False
+    when they differ and `rerun` replaces them; a named error otherwise.
+
+    >>> comparable("r.json", {"epochs": 150}, {"epochs": 150}, rerun=False)
+    True
+    >>> comparable("r.json", {"epochs": 150}, {"epochs": 300}, rerun=True)
+    False
+    >>> comparable("r.json", {"epochs": 150}, {"epochs": 300}, rerun=False)
+    Traceback (most recent call last):
+    ...
+    ValueError: r.json holds runs of another protocol (epochs 150, here 300): pass another --out, or --rerun to replace them
+    """
+    differ = protocol_differences(recorded, protocol)
+    if differ and not rerun:
+        raise ValueError(f"{path} holds {what} of another protocol ({'; '.join(differ)}): "
+                         f"pass another --out, or --rerun to replace them")
+    return not differ

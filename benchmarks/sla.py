@@ -38,7 +38,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from protocol import protocol_differences  # noqa: E402
+from protocol import comparable  # noqa: E402
 from sla_rows import rows_of  # noqa: E402
 from timing import time_interleaved  # noqa: E402
 
@@ -156,13 +156,7 @@ def recorded_results(path, protocol, rerun=False):
         old = json.load(f)
     if not old.get("runs"):
         return {}
-    differ = protocol_differences(old.get("config", {}), protocol)
-    if differ and rerun:
-        return {}
-    if differ:
-        raise ValueError(f"{path} holds runs of another protocol ({'; '.join(differ)}): "
-                         f"pass another --out, or --rerun to replace them")
-    return old["runs"]
+    return old["runs"] if comparable(path, old.get("config", {}), protocol, rerun) else {}
 
 
 def accuracy_protocol(result):

@@ -38,7 +38,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from protocol import protocol_differences  # noqa: E402
+from protocol import comparable  # noqa: E402
 
 flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
                     "CIFAR-10 archive or folder.")
@@ -203,14 +203,8 @@ def recorded_results(path, protocol, rerun=False):
     with open(path, encoding="utf-8") as f:
         old = json.load(f)
     kept = {k: old[k] for k in ("speed", "memory") if k in old}
-    if old.get("accuracy"):
-        differ = protocol_differences(old.get("config", {}), protocol)
-        if differ and rerun:
-            return kept
-        if differ:
-            raise ValueError(f"{path} holds accuracy rows of another protocol "
-                             f"({'; '.join(differ)}): pass another --out, or --rerun to "
-                             f"replace them")
+    if old.get("accuracy") and comparable(path, old.get("config", {}), protocol, rerun,
+                                          what="accuracy rows"):
         kept["accuracy"] = old["accuracy"]
     return kept
 
