@@ -39,7 +39,7 @@ sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from protocol import comparable  # noqa: E402
-from sla_rows import rows_of  # noqa: E402
+from sla_rows import METHODS, rows_of  # noqa: E402
 from timing import time_interleaved  # noqa: E402
 
 flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
@@ -191,7 +191,7 @@ def _describe_runs(result):
     result["config"].update(
         train_sizes=sorted(runs, key=int),
         seeds=sorted({s for by_seed in runs.values() for s in by_seed}, key=int),
-        methods=[m for m in ("supervised", "sla", "da", "mt") if any(
+        methods=[m for m in METHODS if any(
             m in r for by_seed in runs.values() for r in by_seed.values())])
 
 

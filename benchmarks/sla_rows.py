@@ -7,6 +7,8 @@ defines no flags.
 Example:
 >>> ROWS["SLA+AG"]
 ('sla', 'aggregated_accuracy')
+>>> METHODS
+('supervised', 'da', 'mt', 'sla')
 >>> sorted(rows_of("sla"))
 ['SLA single', 'SLA+AG', 'SLA+SD']
 """
@@ -16,6 +18,10 @@ ROWS = {"Supervised": ("supervised", "accuracy"), "DA": ("da", "accuracy"),
         "MT": ("mt", "accuracy"), "SLA single": ("sla", "single_accuracy"),
         "SLA+AG": ("sla", "aggregated_accuracy"),
         "SLA+SD": ("sla", "self_distill_accuracy")}
+
+
+# the methods in the order of their first row (supervised, DA, MT, SLA)
+METHODS = tuple(dict.fromkeys(method for method, _ in ROWS.values()))
 
 
 def rows_of(method):
