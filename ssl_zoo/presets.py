@@ -101,7 +101,7 @@ def list_presets(root=None, cls=None):
 
     Example:
     >>> from ssl_zoo import SLAModel
-    >>> "resnet32_cifar.sla_rotation_cifar10" in list_presets(cls=SLAModel)
+    >>> "resnet32_cifar_a.sla_rotation_cifar10" in list_presets(cls=SLAModel)
     True
     >>> "resnet32_cifar.supervised_cifar10" in SLAModel.presets
     False
@@ -140,6 +140,8 @@ def get_metadata(name, root=None):
 SHIPPED_WEIGHTS_SHA256 = {
     "resnet32_cifar_a.supervised_cifar10":
         "84d4a784b940ffb21e80c8a14176fe2079969f277743a46292b2bc5317e93bdd",
+    "resnet32_cifar_a.sla_rotation_cifar10":
+        "8a7a01f81c4378d847862f277a9af91dad6f1f24cee22f5bfb7d138c790c249e",
     "resnet32_cifar.sla_rotation_cifar10":
         "8626e1286a680b6d419a833b90c71324099cd8a18026dd46f98a642f6005408c",
     "resnet32_cifar.supcon_cifar10":

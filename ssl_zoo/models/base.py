@@ -118,8 +118,8 @@ class PresetMixin:
         Example:
         >>> from ssl_zoo import SLAModel
         >>> sorted(SLAModel.presets)
-        ['resnet32_cifar.sla_rotation_cifar10']
-        >>> model = SLAModel.from_preset("resnet32_cifar.sla_rotation_cifar10",
+        ['resnet32_cifar.sla_rotation_cifar10', 'resnet32_cifar_a.sla_rotation_cifar10']
+        >>> model = SLAModel.from_preset("resnet32_cifar_a.sla_rotation_cifar10",
         ...                              num_classes=100)
         >>> model.num_classes, model.compiled
         (100, False)
