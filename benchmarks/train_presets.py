@@ -4,6 +4,8 @@
         --model_dir=runs/presets        # resumable: rerun the same command after a kill
     python benchmarks/train_presets.py --recipe=milestone1 --arch=resnet32_cifar \
         --width=0.5 --epochs=8 --train_examples=10000    # the milestone-1 presets
+    python benchmarks/train_presets.py --methods=supcon --batch_size=512 \
+        --learning_rate=0.25 --warmup_epochs=10 --schedule=cosine ...  # SupCon's protocol
 
 Presets are named `<arch>.<tag>` (`resnet32_cifar_a.sla_rotation_cifar10`). With
 `--recipe=authors` (the default) each method trains with its registry recipe, which is
@@ -38,6 +40,11 @@ flags.DEFINE_float("width", 1.0, "ResNet-32 width multiplier.")
 flags.DEFINE_integer("epochs", 8, "Epochs.")
 flags.DEFINE_integer("batch_size", 128, "Batch size (authors of SLA: 128).")
 flags.DEFINE_integer("train_examples", 50000, "Training subset (random, seed 0).")
+flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: the recipe's; "
+                   "the SupCon authors' is 0.5 at batch 1024, scaled linearly).")
+flags.DEFINE_integer("warmup_epochs", None, "Linear warm-up epochs (default: the recipe's).")
+flags.DEFINE_enum("schedule", None, ["step", "cosine"], "Learning-rate schedule (default: "
+                  "the recipe's).")
 flags.DEFINE_string("precision", "float32", "float32 | bfloat16.")
 flags.DEFINE_string("model_dir", None, "Run directory root (resumable, step backups).")
 flags.DEFINE_integer("backup_every", 200, "Steps between backups (with --model_dir).")
@@ -82,6 +89,15 @@ def learning_curve(out):
     return {"train_per_epoch": train, "test": test}
 
 
+def optimizer_overrides():
+    """The TrainConfig fields the optimizer flags set (unset flags: the recipe's)."""
+    steps = max(1, FLAGS.train_examples // FLAGS.batch_size)
+    out = {"learning_rate": FLAGS.learning_rate, "schedule": FLAGS.schedule,
+           "warmup_steps": None if FLAGS.warmup_epochs is None
+           else FLAGS.warmup_epochs * steps}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def main(_):
     from ssl_zoo.models import get_method
     from ssl_zoo.presets import as_float32, save_preset
@@ -92,6 +108,7 @@ def main(_):
             if FLAGS.recipe == "milestone1" and method != "supcon" else {}
         if FLAGS.recipe == "milestone1" and method == "supcon":
             extra = {"learning_rate": 0.1}
+        extra.update(optimizer_overrides())
         cfg = TrainConfig(
             method=method, dataset=FLAGS.data, backbone=FLAGS.arch, width=FLAGS.width,
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
@@ -130,7 +147,8 @@ def main(_):
                            f"{100 * full['top1']:.1f}% at a CPU budget)")
         flags_txt = " ".join(f"--{k}={FLAGS[k].value}" for k in (
             "recipe", "width", "epochs", "batch_size", "train_examples", "precision",
-            "eval_epochs"))
+            "eval_epochs", "learning_rate", "warmup_epochs", "schedule")
+            if FLAGS[k].value is not None)
         # The trainer's time: every epoch of the run, over all its resumptions (this
         # process may have trained only the last few); None for a run finished before
         # the trainer recorded it.

@@ -277,3 +277,28 @@ def test_preset_learning_curve_keeps_direct_and_knn_scores(benchmark_script):
     assert curve["train_per_epoch"] == {"loss": [2.0, 1.0], "accuracy": [0.5, 0.75]}
     assert curve["test"] == [{"step": 10, "accuracy": 0.12346},
                              {"step": 20, "knn_accuracy": 0.5}]
+
+
+def test_preset_optimizer_flags_override_only_what_they_set(benchmark_script):
+    """train_presets' --learning_rate/--warmup_epochs/--schedule become TrainConfig
+    fields (warm-up in steps of the run's batch); unset, the method's recipe stands."""
+    from ssl_zoo.models import get_method
+    from ssl_zoo.training import TrainConfig, resolve_recipe
+    presets = benchmark_script("train_presets")
+    presets.FLAGS(["train_presets.py", "--train_examples=50000", "--batch_size=512"])
+    try:
+        assert presets.optimizer_overrides() == {}
+    finally:
+        presets.FLAGS.unparse_flags()
+    presets.FLAGS(["train_presets.py", "--train_examples=50000", "--batch_size=512",
+                   "--learning_rate=0.25", "--warmup_epochs=10", "--schedule=cosine"])
+    try:
+        overrides = presets.optimizer_overrides()
+    finally:
+        presets.FLAGS.unparse_flags()
+    assert overrides == {"learning_rate": 0.25, "schedule": "cosine", "warmup_steps": 970}
+    spec = get_method("supcon")
+    default = resolve_recipe(TrainConfig(method="supcon"), spec)
+    assert default["learning_rate"] != 0.25
+    assert resolve_recipe(TrainConfig(method="supcon", **overrides), spec) == {
+        **default, "learning_rate": 0.25, "schedule": "cosine", "warmup_steps": 970}
