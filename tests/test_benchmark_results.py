@@ -249,6 +249,19 @@ def test_plot_supcon_table_and_figures(tmp_path):
                                                        "supcon_curves.png"]
 
 
+def test_supcon_doc_accuracy_table_is_the_generated_one():
+    """docs/supcon.md holds, as one block, the table `benchmarks/plot_supcon.py` prints
+    from the shipped protocol results, and its protocol figures are the JSON's."""
+    result = _load("supcon.json")
+    table = "\n".join(_benchmark_module("plot_supcon").accuracy_table(result))
+    text = _doc("supcon.md")
+    assert table + "\n" in text, table
+    config, words = result["config"], " ".join(text.split())   # across line breaks
+    for quoted in (f"ResNet-32 ×{config['width']}", f"{config['train_examples']:,}-image",
+                   f"{config['epochs']} epochs", f"batch {config['batch_size']}"):
+        assert quoted in words, quoted
+
+
 def test_unfinished_runs_are_listed_and_unpack_to_their_step(tmp_path):
     """Every packed run in benchmarks/unfinished is a row of its README (and every row
     an archive there), and unpacks to a step backup of the step the row gives."""
