@@ -84,10 +84,15 @@ REGISTRY = {"ce": "supervised", "supcon": "supcon", "simclr": "simclr"}
 
 
 # ------------------------------------------------------------------ accuracy
+def steps_per_epoch():
+    """Training steps per epoch of the protocol (the trainer drops a partial batch)."""
+    return FLAGS.train_examples // FLAGS.batch_size
+
+
 def method_config(method):
     """The `TrainConfig` of one method under the protocol."""
     from ssl_zoo.training import TrainConfig
-    steps = FLAGS.train_examples // FLAGS.batch_size
+    steps = steps_per_epoch()
     warm = FLAGS.warmup_epochs
     if warm is None:
         warm = 10 if FLAGS.batch_size > 256 else 0
@@ -115,7 +120,7 @@ def train_method(method, train, test):
     cfg = method_config(method)
     out = train_and_evaluate(cfg, log=lambda s: print("  " + s, flush=True))
     model, metrics = out["model"], out["metrics"]
-    steps = FLAGS.train_examples // FLAGS.batch_size
+    steps = steps_per_epoch()
     # "seconds": training wall time over all resumptions (kNN monitor included)
     row = {"seconds": float(out["train_seconds"] or out["seconds"]),
            "learning_rate": cfg.learning_rate, "warmup_steps": cfg.warmup_steps,

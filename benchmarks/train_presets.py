@@ -89,12 +89,16 @@ def learning_curve(out):
     return {"train_per_epoch": train, "test": test}
 
 
+def steps_per_epoch():
+    """Training steps per epoch (the trainer drops a last partial batch)."""
+    return max(1, FLAGS.train_examples // FLAGS.batch_size)
+
+
 def optimizer_overrides():
     """The TrainConfig fields the optimizer flags set (unset flags: the recipe's)."""
-    steps = max(1, FLAGS.train_examples // FLAGS.batch_size)
     out = {"learning_rate": FLAGS.learning_rate, "schedule": FLAGS.schedule,
            "warmup_steps": None if FLAGS.warmup_epochs is None
-           else FLAGS.warmup_epochs * steps}
+           else FLAGS.warmup_epochs * steps_per_epoch()}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -117,7 +121,7 @@ def main(_):
             mixed_precision=FLAGS.precision, backup_every=FLAGS.backup_every,
             # the learning curve: SupCon's by the kNN monitor of its features
             eval_every=None if not FLAGS.eval_epochs else
-            FLAGS.eval_epochs * max(1, FLAGS.train_examples // FLAGS.batch_size),
+            FLAGS.eval_epochs * steps_per_epoch(),
             eval_keep=1, eval_protocol="knn" if method == "supcon" else None,
             model_dir=FLAGS.model_dir and os.path.join(FLAGS.model_dir, method), **extra)
         spec = get_method(method)

@@ -298,17 +298,18 @@ def test_preset_optimizer_flags_override_only_what_they_set(benchmark_script):
     from ssl_zoo.models import get_method
     from ssl_zoo.training import TrainConfig, resolve_recipe
     presets = benchmark_script("train_presets")
-    presets.FLAGS(["train_presets.py", "--train_examples=50000", "--batch_size=512"])
-    try:
-        assert presets.optimizer_overrides() == {}
-    finally:
-        presets.FLAGS.unparse_flags()
-    presets.FLAGS(["train_presets.py", "--train_examples=50000", "--batch_size=512",
-                   "--learning_rate=0.25", "--warmup_epochs=10", "--schedule=cosine"])
-    try:
-        overrides = presets.optimizer_overrides()
-    finally:
-        presets.FLAGS.unparse_flags()
+
+    def overrides_of(*argv):
+        presets.FLAGS(["train_presets.py", "--train_examples=50000", "--batch_size=512",
+                       *argv])
+        try:
+            return presets.optimizer_overrides()
+        finally:
+            presets.FLAGS.unparse_flags()
+
+    assert overrides_of() == {}
+    overrides = overrides_of("--learning_rate=0.25", "--warmup_epochs=10",
+                             "--schedule=cosine")
     assert overrides == {"learning_rate": 0.25, "schedule": "cosine", "warmup_steps": 970}
     spec = get_method("supcon")
     default = resolve_recipe(TrainConfig(method="supcon"), spec)
