@@ -145,7 +145,7 @@ SHIPPED_WEIGHTS_SHA256 = {
     "resnet32_cifar.sla_rotation_cifar10":
         "8626e1286a680b6d419a833b90c71324099cd8a18026dd46f98a642f6005408c",
     "resnet32_cifar.supcon_cifar10":
-        "fff86dc8642cf75f3cc40a83649fccdb34873736eedbd006c3866ceae0f16467",
+        "1cc666d8e9f9ca5b055926bcee0bc669fcd8d55fcf4ab18b166948d2c6f4c8a0",
     "resnet32_cifar.supervised_cifar10":
         "451eb0eb7bf0e733534ab85d2ce0ab8e5d587bf9c776404d0519d8e3dc3300c3",
 }
@@ -385,7 +385,7 @@ def load_backbone(name, root=None, cache_dir=None):
     Example:
     >>> net = load_backbone("resnet32_cifar.supcon_cifar10")
     >>> net.output_shape
-    (None, 32)
+    (None, 64)
     """
     model = load_preset(name, root=root, cache_dir=cache_dir)
     return _encoder_of(model)

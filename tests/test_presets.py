@@ -134,6 +134,29 @@ def test_the_authors_recipe_presets_record_their_recipe_and_curve(name, trainabl
     assert curve["test"][-1]["accuracy"] == pytest.approx(final, abs=0.002)
 
 
+def test_the_supcon_preset_records_the_authors_recipe_and_knn_curve():
+    """SupCon's preset: the authors' optimizer (their lr 0.5 at batch 1024 scaled
+    linearly, 10 warm-up epochs above batch 256, cosine, coupled L2), a linear probe
+    (64·10 + 10 trainable) on the frozen full-width encoder, and the kNN curve."""
+    meta = get_metadata("resnet32_cifar.supcon_cifar10")
+    flags = dict(arg[2:].split("=", 1) for arg in meta["training_command"].split()
+                 if arg.startswith("--"))
+    batch, epochs = int(flags["batch_size"]), int(flags["epochs"])
+    steps = int(flags["train_examples"]) // batch
+    assert batch >= 256 and meta["width"] == 1.0 and meta["trainable_params"] == 650
+    assert meta["weight_decay"] == {"mode": "coupled", "value": 1e-4}
+    recipe = meta["recipe"]
+    assert (recipe["schedule"], recipe["nesterov"]) == ("cosine", False)
+    assert recipe["learning_rate"] == pytest.approx(0.5 * batch / 1024)
+    assert recipe["warmup_steps"] == 10 * steps
+    curve = meta["learning_curve"]
+    assert len(curve["train_per_epoch"]["loss"]) == epochs
+    every = int(flags["eval_epochs"])
+    assert [e["step"] for e in curve["test"]] == [
+        k * every * steps for k in range(1, epochs // every + 1)]
+    assert all(0.1 < e["knn_accuracy"] <= 1 for e in curve["test"])
+
+
 @pytest.mark.parametrize("name", _shipped())
 def test_shipped_preset_reproduces_recorded_accuracy(name, shared_data, tmp_path):
     from ssl_zoo.data import load_arrays

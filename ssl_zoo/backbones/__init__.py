@@ -59,7 +59,7 @@ def get_backbone(name, width=1.0, input_shape=(None, None, 3), sync_batchnorm=Fa
     >>> get_backbone("resnet32_cifar_a", width=0.25).name  # option-A shortcuts
     'resnet32_cifar_a'
     >>> get_backbone("resnet32_cifar.supcon_cifar10").output_shape  # a preset's encoder
-    (None, 32)
+    (None, 64)
     """
     if isinstance(name, keras.Model):
         return _set_sync_batchnorm(name, sync_batchnorm) if sync_batchnorm else name
