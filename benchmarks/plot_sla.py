@@ -11,7 +11,7 @@ Curves: test accuracy every few epochs (the model's default inference: SLA's
 self-distilled head) and training accuracy per epoch (SLA: single inference and the
 40-way joint accuracy, dashed). Bars: final test top-1 per method, mean over seeds with
 the spread. Gain: SLA's gain over the supervised baseline against the training-set size
-(only with two or more sizes measured).
+(only once a gain is measured at two or more sizes).
 """
 
 import json
@@ -115,11 +115,12 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, out_dir, "sla_bars.png")
 
-    if len(sizes) > 1:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for row in ("SLA+AG", "SLA+SD", "DA"):
-            pts = [(int(s), summary[s][row]["gain_over_supervised"]) for s in sizes
+    gains = {row: [(int(s), summary[s][row]["gain_over_supervised"]) for s in sizes
                    if "gain_over_supervised" in summary[s].get(row, {})]
+             for row in ("SLA+AG", "SLA+SD", "DA")}
+    if any(len(pts) > 1 for pts in gains.values()):   # a gain measured at two sizes
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for row, pts in gains.items():
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=row)
         ax.axhline(0, color="k", lw=0.8)
