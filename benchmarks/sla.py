@@ -160,10 +160,11 @@ def recorded_results(path, protocol, rerun=False):
 
 
 def accuracy_protocol(result):
+    from ssl_zoo.training import steps_per_epoch
     from ssl_zoo.utils.io import atomic_write_json
     runs = result.setdefault("runs", {})
     for size in [int(s) for s in FLAGS.train_sizes]:
-        steps = size // FLAGS.batch_size
+        steps = steps_per_epoch(size, FLAGS.batch_size)
         for seed in [int(s) for s in FLAGS.seeds]:
             for method in FLAGS.methods:
                 if method in runs.get(str(size), {}).get(str(seed), {}) and not FLAGS.rerun:

@@ -85,8 +85,9 @@ REGISTRY = {"ce": "supervised", "supcon": "supcon", "simclr": "simclr"}
 
 # ------------------------------------------------------------------ accuracy
 def steps_per_epoch():
-    """Training steps per epoch of the protocol (the trainer drops a partial batch)."""
-    return FLAGS.train_examples // FLAGS.batch_size
+    """Training steps per epoch of the trainer under the protocol."""
+    from ssl_zoo.training import steps_per_epoch as trainer_steps
+    return trainer_steps(FLAGS.train_examples, FLAGS.batch_size)
 
 
 def method_config(method):

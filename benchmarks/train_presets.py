@@ -90,8 +90,9 @@ def learning_curve(out):
 
 
 def steps_per_epoch():
-    """Training steps per epoch (the trainer drops a last partial batch)."""
-    return max(1, FLAGS.train_examples // FLAGS.batch_size)
+    """Training steps per epoch of the trainer at these flags."""
+    from ssl_zoo.training import steps_per_epoch as trainer_steps
+    return trainer_steps(FLAGS.train_examples, FLAGS.batch_size)
 
 
 def optimizer_overrides():

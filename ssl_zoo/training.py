@@ -127,6 +127,19 @@ def resolve_backbone(cfg, spec):
     return cfg.backbone or spec.default_backbone
 
 
+def steps_per_epoch(num_examples, batch_size):
+    """Training steps in an epoch of `num_examples` images at `batch_size`: the
+    trainer drops a last partial batch, and trains at least one step.
+
+    Example:
+    >>> steps_per_epoch(50000, 512)
+    97
+    >>> steps_per_epoch(100, 512)
+    1
+    """
+    return max(1, num_examples // batch_size)
+
+
 def resolve_recipe(cfg, spec):
     """The optimizer settings of a run: defaults < the method's recipe < `cfg` fields
     that are set (not None).
@@ -667,7 +680,7 @@ def _train_and_evaluate(cfg, log):
             log(f"the labeled batch ({cfg.batch_size}) is larger than the labeled split "
                 f"({len(labeled)} images): each labeled batch repeats images (FixMatch's "
                 f"40-label runs do the same)")
-    steps = cfg.steps_per_epoch or max(1, len(train.labels) // cfg.batch_size)
+    steps = cfg.steps_per_epoch or steps_per_epoch(len(train.labels), cfg.batch_size)
 
     with strategy.scope():
         # Built up front so a backup can be restored into it.
