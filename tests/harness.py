@@ -13,6 +13,7 @@ Plain functions (in the spirit of keras-hub's `TestCase`), usable from any pytes
 - `run_replica_parity_test`: one training step on 1 replica and on 2 replicas
   (`MirroredStrategy(["/cpu:0", "/cpu:1"])`, see `tests/conftest.py`) must agree.
 - `run_fit_reduces_loss`: a few `fit` steps on one batch lower the training loss.
+- `read_doc`: the text of a page in docs/, for tests that hold the docs to the code.
 
 Keep inputs tiny: the whole project suite runs on 2 shared CPU cores.
 """
@@ -27,11 +28,20 @@ import tensorflow as tf
 __all__ = ["assert_close_to_reference", "assert_weights_close", "normalized_config",
            "run_fit_reduces_loss", "run_layer_serialization_test",
            "run_model_saving_test", "run_object_serialization_test",
-           "run_precision_test", "run_replica_parity_test", "to_numpy",
+           "read_doc", "run_precision_test", "run_replica_parity_test", "to_numpy",
            "two_cpu_strategy"]
 
 
 # --------------------------------------------------------------------- helpers
+DOCS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs")
+
+
+def read_doc(name):
+    """The text of docs/<name> (e.g. "sla.md"), for tests that check what the docs quote."""
+    with open(os.path.join(DOCS_DIR, name), encoding="utf-8") as f:
+        return f.read()
+
+
 def to_numpy(value):
     """Converts a tensor / variable / nested structure of them to numpy arrays."""
     return keras.tree.map_structure(

@@ -10,6 +10,8 @@ import re
 
 import pytest
 
+from harness import read_doc
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
@@ -17,11 +19,6 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 def _load(name):
     with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
         return json.load(f)
-
-
-def _doc(name):
-    with open(os.path.join(ROOT, "docs", name), encoding="utf-8") as f:
-        return f.read()
 
 
 def test_sla_speed_lives_in_one_file():
@@ -41,7 +38,7 @@ def test_sla_speed_lives_in_one_file():
 ])
 def test_sla_doc_speed_table_matches_results(row, key):
     speeds = {s["jit_compile"]: s for s in _load("sla_speed.json")["speed"]}
-    line = next(l for l in _doc("sla.md").splitlines() if l.startswith(f"| {row}"))
+    line = next(l for l in read_doc("sla.md").splitlines() if l.startswith(f"| {row}"))
     graph, xla = (float(v) for v in re.findall(r"\| ([0-9.]+) ", line)[:2])
     assert graph == pytest.approx(round(speeds[False][key], 2), abs=1e-9), line
     assert xla == pytest.approx(round(speeds[True][key], 2), abs=1e-9), line
@@ -98,7 +95,7 @@ def test_sla_doc_accuracy_table_matches_results():
     runs it was computed from."""
     keys = _benchmark_module("sla_rows").ROWS   # row -> (method, metric)
     result = _load("sla.json")
-    text = _doc("sla.md")
+    text = read_doc("sla.md")
     assert result["summary"]
     for size, rows in result["summary"].items():
         for row, v in rows.items():
@@ -115,7 +112,7 @@ def test_sla_doc_accuracy_table_is_the_generated_one():
     """docs/sla.md holds, as one block, the table `benchmarks/plot_sla.py` prints from
     the shipped JSON (training accuracies and times averaged over the seeds too)."""
     table = "\n".join(_benchmark_module("plot_sla").accuracy_table(_load("sla.json")))
-    assert table + "\n" in _doc("sla.md"), table
+    assert table + "\n" in read_doc("sla.md"), table
 
 
 def test_sla_official_step_results():
@@ -133,7 +130,7 @@ def test_sla_official_step_results():
         t = row["seconds_per_step"]
         for key, (a, b) in pairs.items():
             assert row[key] == pytest.approx(t[a] / t[b], rel=1e-9), key
-    text = _doc("sla.md")
+    text = read_doc("sla.md")
     for label, key in (("library SLA+SD step / official SLA+SD step",
                         "library_sla_over_official_sla"),
                        ("library CE step / official CE step", "library_ce_over_official_ce"),
@@ -254,7 +251,7 @@ def test_supcon_doc_accuracy_table_is_the_generated_one():
     from the shipped protocol results, and its protocol figures are the JSON's."""
     result = _load("supcon.json")
     table = "\n".join(_benchmark_module("plot_supcon").accuracy_table(result))
-    text = _doc("supcon.md")
+    text = read_doc("supcon.md")
     assert table + "\n" in text, table
     config, words = result["config"], " ".join(text.split())   # across line breaks
     for quoted in (f"ResNet-32 ×{config['width']}", f"{config['train_examples']:,}-image",

@@ -177,10 +177,11 @@ def test_shipped_preset_reproduces_recorded_accuracy(name, shared_data, tmp_path
 def test_docs_quote_each_shipped_presets_metadata(name):
     """docs/pretrained.md has a row per shipped preset quoting its metadata: every
     test accuracy, the parameter counts and the weight decay."""
-    import pathlib
     import re
+
+    from harness import read_doc
     meta = get_metadata(name)
-    text = (pathlib.Path(__file__).parents[1] / "docs" / "pretrained.md").read_text()
+    text = read_doc("pretrained.md")
     row = re.search(rf"^\| `{re.escape(name)}` \|.*$", text, re.M)
     assert row, f"docs/pretrained.md has no row for {name}"
     for metric, value in meta["metrics_test"].items():
