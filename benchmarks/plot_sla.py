@@ -22,7 +22,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from plotting import pyplot, run_script, save_figure  # noqa: E402
-from sla_rows import ROWS  # noqa: E402
+from sla_rows import ROWS, summarise  # noqa: E402
 COLORS = {"supervised": "tab:gray", "da": "tab:red", "mt": "tab:orange", "sla": "tab:blue"}
 TABLE_HEADER = ("| n | method | test top-1 (%) mean ± std | seeds | gain vs supervised "
                 "(points) | joint / class train acc. at the end (%) | train time (s) |")
@@ -32,12 +32,13 @@ def accuracy_table(result):
     """The markdown rows of docs/sla.md's accuracy table, from the protocol's JSON.
 
     Per (n, method): the test top-1 mean ± std over seeds, the seed count, the gain
-    over the supervised mean, the last epoch's training accuracy (SLA: the 40-way joint
+    over the supervised run of the same seed averaged over the seeds that have both
+    (`sla_rows.summarise`), the last epoch's training accuracy (SLA: the 40-way joint
     / the class head's single inference; "–" where a method has no joint task) and the
     training wall time, each averaged over the seeds.
     """
     lines = [TABLE_HEADER, "|---|---|---|---|---|---|---|"]
-    for size, rows in result["summary"].items():
+    for size, rows in summarise(result["runs"]).items():
         for row, v in rows.items():
             method = ROWS[row][0]
             runs = [r[method] for r in result["runs"][size].values() if method in r]
@@ -62,7 +63,8 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
 
     with open(results, encoding="utf-8") as f:
         result = json.load(f)
-    runs, summary = result["runs"], result["summary"]
+    runs = result["runs"]
+    summary = summarise(runs)   # the JSON's copy is the same (a test holds it so)
     os.makedirs(out_dir, exist_ok=True)
     sizes = sorted(runs, key=int)
 
@@ -115,18 +117,34 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, out_dir, "sla_bars.png")
 
-    gains = {row: [(int(s), summary[s][row]["gain_over_supervised"]) for s in sizes
+    # SLA's gain against the training-set size: the mean of the paired gains as a
+    # line, each seed's own gain as a dot, so a size measured on one seed shows as one.
+    gains = {row: [(int(s), summary[s][row]) for s in sizes
                    if "gain_over_supervised" in summary[s].get(row, {})]
              for row in ("SLA+AG", "SLA+SD", "DA")}
     if any(len(pts) > 1 for pts in gains.values()):   # a gain measured at two sizes
         fig, ax = plt.subplots(figsize=(5, 3.4))
         for row, pts in gains.items():
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=row)
+            if not pts:
+                continue
+            line, = ax.plot([n for n, _ in pts], [v["gain_over_supervised"] for _, v in pts],
+                            marker="o", label=row)
+            dots = [(n, g) for n, v in pts for g in v["seed_gains"].values()]
+            ax.scatter(*zip(*dots), color=line.get_color(), alpha=0.4, s=14, zorder=3)
+        for n in sorted({n for pts in gains.values() for n, _ in pts}):
+            seeds = max(len(v["seed_gains"]) for pts in gains.values()
+                        for m, v in pts if m == n)
+            ax.annotate(f"{seeds} seed{'s' if seeds > 1 else ''}", (n, 0.03),
+                        xycoords=("data", "axes fraction"), ha="center", fontsize=7)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
+        sizes_drawn = sorted({n for pts in gains.values() for n, _ in pts})
+        ax.set_xticks(sizes_drawn, [f"{n:,}" for n in sizes_drawn])
+        ax.minorticks_off()
+        ax.set_xlim(sizes_drawn[0] / 1.25, sizes_drawn[-1] * 1.25)
         ax.set_xlabel("training images")
         ax.set_ylabel("gain over supervised (points)")
+        ax.set_title("line: mean over seeds; dots: each seed (paired)", fontsize=8)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         save_figure(fig, out_dir, "sla_gain.png")

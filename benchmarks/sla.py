@@ -39,7 +39,7 @@ sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from protocol import comparable  # noqa: E402
-from sla_rows import METHODS, rows_of  # noqa: E402
+from sla_rows import METHODS, rows_of, summarise  # noqa: E402
 from timing import time_interleaved  # noqa: E402
 
 flags.DEFINE_string("data", os.path.join(_REPO, "..", "shared", "data", "cifar10-jpeg.zip"),
@@ -98,27 +98,6 @@ def one_run(method, size, seed, steps_per_epoch):
             "train_curve": history, "test_curve": periodic,
             # training wall time (periodic evaluations included), over resumptions
             "seconds": out["train_seconds"], "steps_per_epoch": steps_per_epoch}
-
-
-def summarise(runs):
-    """{size: {row: {mean, std, values}}} and SLA's gains over the baseline."""
-    table = {}
-    for size, by_seed in runs.items():
-        rows = {}
-        for seed_runs in by_seed.values():
-            for method, run in seed_runs.items():
-                for row, key in rows_of(method).items():
-                    if key in run["metrics"]:
-                        rows.setdefault(row, []).append(100 * run["metrics"][key])
-        table[size] = {row: {"mean": float(np.mean(v)), "std": float(np.std(v)),
-                             "values": v} for row, v in rows.items()}
-        if "Supervised" in table[size]:
-            base = table[size]["Supervised"]["mean"]
-            for row in ("SLA+AG", "SLA+SD", "SLA single", "DA", "MT"):
-                if row in table[size]:
-                    table[size][row]["gain_over_supervised"] = (
-                        table[size][row]["mean"] - base)
-    return table
 
 
 # What makes two runs comparable: a results file holds runs of one protocol only.

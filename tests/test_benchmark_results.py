@@ -115,6 +115,47 @@ def test_sla_doc_accuracy_table_is_the_generated_one():
     assert table + "\n" in read_doc("sla.md"), table
 
 
+def test_sla_summary_is_the_current_one_and_its_gains_are_paired():
+    """The JSON's summary is what `sla_rows.summarise` computes from its runs, and a
+    gain compares each seed with its own baseline: with the baseline run for seeds 0
+    and 1 but SLA only for seed 0, SLA's gain is seed 0's difference, not SLA's mean
+    minus the baseline's mean over other seeds."""
+    rows = _benchmark_module("sla_rows")
+    result = _load("sla.json")
+    assert result["summary"] == json.loads(json.dumps(rows.summarise(result["runs"])))
+    metrics = {"self_distill_accuracy": 0.62, "aggregated_accuracy": 0.63,
+               "single_accuracy": 0.61}
+    runs = {"500": {"0": {"supervised": {"metrics": {"accuracy": 0.60}},
+                          "sla": {"metrics": metrics}},
+                    "1": {"supervised": {"metrics": {"accuracy": 0.40}}}}}
+    table = rows.summarise(runs)["500"]
+    assert table["Supervised"]["mean"] == pytest.approx(50.0)
+    assert table["SLA+SD"]["seed_gains"] == {"0": pytest.approx(2.0)}
+    assert table["SLA+SD"]["gain_over_supervised"] == pytest.approx(2.0)
+    assert table["SLA+AG"]["gain_over_supervised"] == pytest.approx(3.0)
+    assert "gain_over_supervised" not in table["Supervised"]
+    assert list(table) == ["Supervised", "SLA single", "SLA+AG", "SLA+SD"]   # ROWS order
+
+
+def test_plot_sla_draws_the_gain_figure_once_two_sizes_have_a_gain(tmp_path):
+    """plot_sla draws curves and bars from any results file, and the gain-vs-n figure
+    only when a gain exists at two training-set sizes (here one of them on one seed)."""
+    pytest.importorskip("matplotlib")
+    plot = _benchmark_module("plot_sla")
+    result = _load("sla.json")
+    one_size = {"config": result["config"], "runs": {"2000": result["runs"]["2000"]}}
+    two_sizes = {"config": result["config"], "runs": {
+        "2000": result["runs"]["2000"],
+        "500": {"0": result["runs"]["2000"]["0"]}}}   # one seed at the second size
+    for name, res in (("one", one_size), ("two", two_sizes)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(res))
+        plot.main(str(path), str(tmp_path / name))
+    assert sorted(os.listdir(tmp_path / "one")) == ["sla_bars.png", "sla_curves.png"]
+    assert sorted(os.listdir(tmp_path / "two")) == ["sla_bars.png", "sla_curves.png",
+                                                    "sla_gain.png"]
+
+
 def test_sla_official_step_results():
     """The library's and the authors' SLA+SD models have the same size; the ratios are
     the quotients of the step times in the same file; docs/sla.md quotes them."""
