@@ -131,14 +131,14 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
                             marker="o", label=row)
             dots = [(n, g) for n, v in pts for g in v["seed_gains"].values()]
             ax.scatter(*zip(*dots), color=line.get_color(), alpha=0.4, s=14, zorder=3)
-        for n in sorted({n for pts in gains.values() for n, _ in pts}):
+        sizes_drawn = sorted({n for pts in gains.values() for n, _ in pts})
+        for n in sizes_drawn:
             seeds = max(len(v["seed_gains"]) for pts in gains.values()
                         for m, v in pts if m == n)
             ax.annotate(f"{seeds} seed{'s' if seeds > 1 else ''}", (n, 0.03),
                         xycoords=("data", "axes fraction"), ha="center", fontsize=7)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
-        sizes_drawn = sorted({n for pts in gains.values() for n, _ in pts})
         ax.set_xticks(sizes_drawn, [f"{n:,}" for n in sizes_drawn])
         ax.minorticks_off()
         ax.set_xlim(sizes_drawn[0] / 1.25, sizes_drawn[-1] * 1.25)

@@ -31,10 +31,6 @@ def rows_of(method):
     return {row: metric for row, (m, metric) in ROWS.items() if m == method}
 
 
-# the rows whose gain over the supervised baseline the summary reports
-GAIN_ROWS = ("SLA single", "SLA+AG", "SLA+SD", "DA", "MT")
-
-
 def summarise(runs):
     """{size: {row: {mean, std, values[, gain_over_supervised, seed_gains]}}} of the runs.
 
@@ -63,15 +59,15 @@ def summarise(runs):
                 for row, key in rows_of(method).items():
                     if key in run["metrics"]:
                         by_row.setdefault(row, {})[seed] = 100 * run["metrics"][key]
-        table[size] = {row: {"mean": float(np.mean(list(v.values()))),
-                             "std": float(np.std(list(v.values()))),
-                             "values": list(v.values())}
-                       for row, v in sorted(by_row.items(), key=lambda kv: list(ROWS).index(kv[0]))}
+        table[size] = {}
         base = by_row.get("Supervised", {})
-        for row in GAIN_ROWS:
+        for row in (r for r in ROWS if r in by_row):   # the table's order
+            values = list(by_row[row].values())
+            table[size][row] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                                "values": values}
             paired = {seed: value - base[seed]
-                      for seed, value in by_row.get(row, {}).items() if seed in base}
-            if paired:
+                      for seed, value in by_row[row].items() if seed in base}
+            if paired and row != "Supervised":
                 table[size][row]["seed_gains"] = paired
                 table[size][row]["gain_over_supervised"] = float(np.mean(list(paired.values())))
     return table
