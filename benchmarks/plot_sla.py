@@ -31,7 +31,8 @@ TABLE_HEADER = ("| n | method | test top-1 (%) mean ± std | seeds | gain vs sup
 def accuracy_table(result):
     """The markdown rows of docs/sla.md's accuracy table, from the protocol's JSON.
 
-    Per (n, method): the test top-1 mean ± std over seeds, the seed count, the gain
+    Per (n, method): the test top-1 mean ± std over seeds (the mean alone for a row
+    measured on one seed: it has no spread yet), the seed count, the gain
     over the supervised run of the same seed averaged over the seeds that have both
     (`sla_rows.summarise`), the last epoch's training accuracy (SLA: the 40-way joint
     / the class head's single inference; "–" where a method has no joint task) and the
@@ -50,7 +51,8 @@ def accuracy_table(result):
                      if "joint_accuracy" in curves[0] else f"– / {last('accuracy'):.1f}")
             seconds = sum(r["seconds"] for r in runs) / len(runs)
             gain = v.get("gain_over_supervised")
-            lines.append(f"| {size} | {row} | {v['mean']:.2f} ± {v['std']:.2f} | "
+            spread = f" ± {v['std']:.2f}" if len(v["values"]) > 1 else ""
+            lines.append(f"| {size} | {row} | {v['mean']:.2f}{spread} | "
                          f"{len(v['values'])} | {'' if gain is None else f'{gain:+.2f}'} | "
                          f"{train} | {seconds:.0f} |")
     return lines
@@ -106,7 +108,9 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
     width = 0.8 / len(ROWS)
     for i, row in enumerate(ROWS):
         means = [summary[s].get(row, {}).get("mean", np.nan) for s in sizes]
-        stds = [summary[s].get(row, {}).get("std", 0.0) for s in sizes]
+        # No error bar for a row measured on one seed (its std of 0 is not a spread).
+        stds = [summary[s][row]["std"] if len(summary[s].get(row, {}).get("values", ())) > 1
+                else np.nan for s in sizes]
         ax.bar(np.arange(len(sizes)) + (i - len(ROWS) / 2 + 0.5) * width, means, width,
                yerr=stds, label=row, capsize=2)
     ax.set_xticks(np.arange(len(sizes)), [f"n={s}" for s in sizes])
