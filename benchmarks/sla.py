@@ -38,6 +38,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from plot_sla import accuracy_table  # noqa: E402
 from protocol import comparable  # noqa: E402
 from sla_rows import METHODS, rows_of, summarise  # noqa: E402
 from timing import time_interleaved  # noqa: E402
@@ -270,14 +271,8 @@ def main(_):
         if not os.path.exists(FLAGS.data):
             sys.exit(f"CIFAR-10 not found at {FLAGS.data}; pass --data.")
         accuracy_protocol(result)
-        print("\n| n | method | test top-1 (%) mean +- std over seeds | gain vs supervised |")
-        print("|---|---|---|---|")
-        for size, rows in result["summary"].items():
-            for row, v in rows.items():
-                gain = v.get("gain_over_supervised")
-                print(f"| {size} | {row} | {v['mean']:.2f} +- {v['std']:.2f} "
-                      f"({len(v['values'])} seeds) | "
-                      f"{'' if gain is None else f'{gain:+.2f}'} |")
+        print()
+        print("\n".join(accuracy_table(result)))   # docs/sla.md's table, from the JSON
         print(f"wrote {FLAGS.out}")
 
 
