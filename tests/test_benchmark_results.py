@@ -91,8 +91,8 @@ def benchmark_script():
 
 def test_sla_doc_accuracy_table_matches_results():
     """Every (size, method) mean of the SLA protocol is quoted in docs/sla.md as
-    `| n | method | mean ± std | seeds | gain |` (the mean alone for one seed), and the summary is the mean of the
-    runs it was computed from."""
+    `| n | method | mean ± std | seeds | gain |` (the mean alone for one seed), and
+    the summary is the mean of the runs it was computed from."""
     keys = _benchmark_module("sla_rows").ROWS   # row -> (method, metric)
     result = _load("sla.json")
     text = read_doc("sla.md")
