@@ -28,6 +28,18 @@ TABLE_HEADER = ("| n | method | test top-1 (%) mean ± std | seeds | gain vs sup
                 "(points) | joint / class train acc. at the end (%) | train time (s) |")
 
 
+def spread(row_summary):
+    """The std over seeds of one `summarise` row, or None when the row has one seed
+    (a std of 0 there is not a measured spread). The table and the bars both use it.
+
+    >>> spread({"mean": 70.0, "std": 0.5, "values": [69.5, 70.5]})
+    0.5
+    >>> spread({"mean": 70.0, "std": 0.0, "values": [70.0]}) is None
+    True
+    """
+    return row_summary["std"] if len(row_summary["values"]) > 1 else None
+
+
 def accuracy_table(result):
     """The markdown rows of docs/sla.md's accuracy table, from the protocol's JSON.
 
@@ -51,8 +63,9 @@ def accuracy_table(result):
                      if "joint_accuracy" in curves[0] else f"– / {last('accuracy'):.1f}")
             seconds = sum(r["seconds"] for r in runs) / len(runs)
             gain = v.get("gain_over_supervised")
-            spread = f" ± {v['std']:.2f}" if len(v["values"]) > 1 else ""
-            lines.append(f"| {size} | {row} | {v['mean']:.2f}{spread} | "
+            std = spread(v)
+            lines.append(f"| {size} | {row} | {v['mean']:.2f}"
+                         f"{'' if std is None else f' ± {std:.2f}'} | "
                          f"{len(v['values'])} | {'' if gain is None else f'{gain:+.2f}'} | "
                          f"{train} | {seconds:.0f} |")
     return lines
@@ -108,9 +121,8 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
     width = 0.8 / len(ROWS)
     for i, row in enumerate(ROWS):
         means = [summary[s].get(row, {}).get("mean", np.nan) for s in sizes]
-        # No error bar for a row measured on one seed (its std of 0 is not a spread).
-        stds = [summary[s][row]["std"] if len(summary[s].get(row, {}).get("values", ())) > 1
-                else np.nan for s in sizes]
+        stds = [spread(summary[s][row]) if row in summary[s] else None for s in sizes]
+        stds = [np.nan if std is None else std for std in stds]   # no error bar
         ax.bar(np.arange(len(sizes)) + (i - len(ROWS) / 2 + 0.5) * width, means, width,
                yerr=stds, label=row, capsize=2)
     ax.set_xticks(np.arange(len(sizes)), [f"n={s}" for s in sizes])
