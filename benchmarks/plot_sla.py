@@ -5,7 +5,9 @@ matplotlib: pip install "ssl_zoo[docs]").
     python benchmarks/plot_sla.py runs/sla_protocol150.json /tmp/plots   # [results [out_dir]]
 
 and prints the accuracy table of docs/sla.md (`accuracy_table`, which needs no
-matplotlib; tests/test_benchmark_results.py holds the docs to it).
+matplotlib; tests/test_benchmark_results.py holds the docs to it). Run without
+arguments (the shipped JSON into docs/images), it also writes that table into
+docs/sla.md in place of the one there (`update_doc_table`); the prose is yours.
 
 Curves: test accuracy every few epochs (the model's default inference: SLA's
 self-distilled head) and training accuracy per epoch (SLA: single inference and the
@@ -71,8 +73,45 @@ def accuracy_table(result):
     return lines
 
 
-def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
-         out_dir=os.path.join(_REPO, "docs", "images")):
+RESULTS = os.path.join(_REPO, "benchmarks", "results", "sla.json")
+IMAGES = os.path.join(_REPO, "docs", "images")
+DOC = os.path.join(_REPO, "docs", "sla.md")
+
+
+def update_doc_table(result, doc=DOC):
+    r"""Replaces the accuracy table in `doc` (from its `TABLE_HEADER` line to the next
+    blank line) with `accuracy_table(result)`; returns True if the text changed.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "sla.md")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("Intro.\n\n" + TABLE_HEADER + "\n|---|\n| old |\n\nAfter.\n")
+    >>> fake = {"runs": {"500": {"0": {"supervised": {"metrics": {"accuracy": 0.5},
+    ...     "seconds": 10.0, "train_curve": {"accuracy": [0.4, 0.6]}}}}}}
+    >>> update_doc_table(fake, path)
+    True
+    >>> text = open(path).read()
+    >>> "| old |" in text, text.startswith("Intro.\n\n| n |"), text.endswith("\n\nAfter.\n")
+    (False, True, True)
+    """
+    with open(doc, encoding="utf-8") as f:
+        text = f.read()
+    if TABLE_HEADER not in text:
+        raise ValueError(f"{doc} has no accuracy table to replace (no line "
+                         f"{TABLE_HEADER!r}).")
+    start = text.index(TABLE_HEADER)
+    end = text.find("\n\n", start)
+    end = len(text) if end < 0 else end
+    new = text[:start] + "\n".join(accuracy_table(result)) + text[end:]
+    if new != text:   # whole or not at all (no ssl_zoo import: this script needs no TF)
+        tmp = f"{doc}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(new)
+        os.replace(tmp, doc)
+    return new != text
+
+
+def main(results=RESULTS, out_dir=IMAGES):
     import numpy as np
     plt = pyplot()
 
@@ -165,6 +204,9 @@ def main(results=os.path.join(_REPO, "benchmarks", "results", "sla.json"),
         ax.grid(alpha=0.3)
         save_figure(fig, out_dir, "sla_gain.png")
     print("\n".join(accuracy_table(result)))
+    if (os.path.abspath(results), os.path.abspath(out_dir)) == (RESULTS, IMAGES):
+        changed = update_doc_table(result)
+        print(f"{DOC}: table {'updated' if changed else 'already current'}")
 
 
 if __name__ == "__main__":

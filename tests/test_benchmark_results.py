@@ -117,6 +117,33 @@ def test_sla_doc_accuracy_table_is_the_generated_one():
     assert table + "\n" in read_doc("sla.md"), table
 
 
+def test_plot_sla_writes_its_table_into_the_docs_and_its_doctests_pass(tmp_path):
+    """`update_doc_table` swaps exactly the table block: a no-op on the shipped docs,
+    and with one run dropped from the JSON that row goes and the prose stays."""
+    import doctest
+    plot = _benchmark_module("plot_sla")
+    doctests = doctest.testmod(plot)
+    assert doctests.failed == 0 and doctests.attempted >= 6
+    doc = tmp_path / "sla.md"
+    doc.write_text(read_doc("sla.md"))
+    result = _load("sla.json")
+    assert not plot.update_doc_table(result, str(doc))
+    assert doc.read_text() == read_doc("sla.md")
+    size = min(result["runs"], key=int)
+    seed = max(result["runs"][size], key=int)
+    del result["runs"][size][seed]["supervised"]
+    assert plot.update_doc_table(result, str(doc))
+    before, after = read_doc("sla.md").splitlines(), doc.read_text().splitlines()
+    assert [line for line in before if not line.startswith("| ")] == [
+        line for line in after if not line.startswith("| ")]
+    row = next(line for line in after if line.startswith(f"| {size} | Supervised |"))
+    assert "| 1 |" in row    # the seed count went down by one
+    assert not list(tmp_path.glob("*.tmp*"))
+    doc.write_text("no table here\n")
+    with pytest.raises(ValueError, match="no accuracy table"):
+        plot.update_doc_table(result, str(doc))
+
+
 def test_sla_summary_is_the_current_one_and_its_gains_are_paired():
     """The JSON's summary is what `sla_rows.summarise` computes from its runs, and a
     gain compares each seed with its own baseline: with the baseline run for seeds 0

@@ -81,7 +81,16 @@ def toy_method():
 
 def test_a_toy_method_gets_the_battery_from_its_registration(toy_method, tmp_path):
     assert get_method(toy_method).model_class is ToyCenterModel
-    battery.run_battery(toy_method, tmp_path)
+    assert battery.checks_for(toy_method) == tuple(battery.CHECKS)
+    # The costly checks exercise Keras' XLA / loss scaling on test code, as they do
+    # under `-m slow` for the shipped methods outside FULL_BATTERY.
+    battery.run_battery(toy_method, tmp_path, checks=[
+        c for c in battery.checks_for(toy_method) if c not in COSTLY_CHECKS])
+
+
+@pytest.mark.slow
+def test_a_toy_method_passes_the_costly_checks(toy_method, tmp_path):
+    battery.run_battery(toy_method, tmp_path, checks=sorted(COSTLY_CHECKS))
 
 
 def test_a_toy_method_trains_from_the_cli_plumbing(toy_method, tmp_path):
