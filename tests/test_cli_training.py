@@ -89,8 +89,9 @@ def test_cli_train_evaluate_export_list(tmp_path, capsys):
     assert code == 0, err[-2000:]
     assert "single_accuracy" in out and "aggregated_accuracy" in out
 
-    code, out, err = _cli_here(capsys, "export", f"--model_path={model_dir / 'model.keras'}",
-                               f"--export_dir={tmp_path / 'export'}", "--inference=aggregated")
+    code, out, err = _cli_here(
+        capsys, "export", f"--model_path={model_dir / 'model.keras'}",
+        f"--export_dir={tmp_path / 'export'}", "--inference=aggregated")
     assert code == 0, err[-2000:]
     assert (tmp_path / "export" / "saved_model.pb").exists()
 
