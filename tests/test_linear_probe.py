@@ -133,7 +133,7 @@ def test_input_formats_give_the_same_features(data):
 
 def test_linear_probe_model_fit_and_save(tmp_path, data):
     keras.utils.set_random_seed(3)
-    encoder = SupConModel("resnet32_cifar", width=0.125, projection_dim=8, num_classes=4)
+    encoder = SupConModel("vgg_tile", width=0.0625, projection_dim=8, num_classes=4)
     probe = LinearProbe(encoder, num_classes=4)
     probe.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -163,7 +163,7 @@ def test_bad_num_classes(num_classes):
 
 def partly_frozen_encoder():
     """A SupCon encoder whose first layers the caller froze: flags must stay so."""
-    encoder = SupConModel("resnet32_cifar", width=0.125, projection_dim=8)
+    encoder = SupConModel("vgg_tile", width=0.0625, projection_dim=8)
     encoder(np.zeros((1, SIZE, SIZE, 3), "float32"))
     for layer in encoder.backbone.layers[:6]:
         layer.trainable = False
@@ -207,7 +207,7 @@ def test_an_encoder_saved_after_linear_probe_reloads_and_trains(tmp_path, data):
     """ssl-zoo train --method=supcon saved the probed (then frozen) model: its reload
     could not be fit any more."""
     keras.utils.set_random_seed(4)
-    encoder = SupConModel("resnet32_cifar", width=0.125, projection_dim=8)
+    encoder = SupConModel("vgg_tile", width=0.0625, projection_dim=8)
     encoder.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     views = np.stack([data[0][0], data[0][0][:, ::-1]], axis=1)
     encoder.fit(views, data[0][1], batch_size=32, epochs=1, verbose=0)
