@@ -105,9 +105,13 @@ def update_doc_table(result, doc=DOC):
     new = text[:start] + "\n".join(accuracy_table(result)) + text[end:]
     if new != text:   # whole or not at all (no ssl_zoo import: this script needs no TF)
         tmp = f"{doc}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(new)
-        os.replace(tmp, doc)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(new)
+            os.replace(tmp, doc)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return new != text
 
 

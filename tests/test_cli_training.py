@@ -28,8 +28,8 @@ def _cli(*args, cwd=None):
 
 def _cli_here(capsys, *args):
     """`ssl-zoo <args>` through `cli.main` in this process: (exit code, stdout,
-    stderr). A new interpreter costs ~6 s of imports; the console entry point itself
-    is run as a subprocess once, by `test_cli_train_evaluate_export_list`."""
+    stderr), without a new interpreter importing TensorFlow again; the console entry
+    point itself runs as a subprocess once, in `test_cli_train_evaluate_export_list`."""
     from absl import flags
 
     from ssl_zoo import cli
