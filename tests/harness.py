@@ -14,10 +14,13 @@ Plain functions (in the spirit of keras-hub's `TestCase`), usable from any pytes
   (`MirroredStrategy(["/cpu:0", "/cpu:1"])`, see `tests/conftest.py`) must agree.
 - `run_fit_reduces_loss`: a few `fit` steps on one batch lower the training loss.
 - `read_doc`: the text of a page in docs/, for tests that hold the docs to the code.
+- `cli_flags` / `run_cli`: the `ssl-zoo` CLI's flags parsed for a block, or one command
+  run through `cli.main`, in the test process.
 
 Keep inputs tiny: the whole project suite runs on 2 shared CPU cores.
 """
 
+import contextlib
 import json
 import os
 
@@ -25,7 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["assert_close_to_reference", "assert_weights_close", "normalized_config",
+__all__ = ["assert_close_to_reference", "assert_weights_close", "cli_flags",
+           "normalized_config", "run_cli",
            "run_fit_reduces_loss", "run_layer_serialization_test",
            "run_model_saving_test", "run_object_serialization_test",
            "read_doc", "run_precision_test", "run_replica_parity_test", "to_numpy",
@@ -40,6 +44,35 @@ def read_doc(name):
     """The text of docs/<name> (e.g. "sla.md"), for tests that check what the docs quote."""
     with open(os.path.join(DOCS_DIR, name), encoding="utf-8") as f:
         return f.read()
+
+
+@contextlib.contextmanager
+def cli_flags(*args):
+    """The `ssl-zoo` CLI's absl flags parsed from `args` for the block (yields the
+    positional arguments, e.g. `["ssl-zoo", "train"]`), then reset for the next test."""
+    from absl import flags
+
+    import ssl_zoo.cli  # noqa: F401  (defines the flags)
+    flags.FLAGS.unparse_flags()
+    try:
+        yield flags.FLAGS(["ssl-zoo", *args])
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+def run_cli(capsys, *args):
+    """`ssl-zoo <args>` through `cli.main` in this process, without a new interpreter
+    importing TensorFlow again: (exit code, stdout, stderr)."""
+    from ssl_zoo import cli
+    capsys.readouterr()
+    code = 0
+    with cli_flags(*args) as argv:
+        try:
+            cli.main(argv)
+        except SystemExit as e:
+            code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def to_numpy(value):

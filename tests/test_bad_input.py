@@ -99,14 +99,11 @@ def _fit_stream(model, features, labels, jit=False):
 
 def _cli(command, *argv):
     """`ssl-zoo <command> <argv>` in this process (the command's own exception)."""
-    from absl import flags
+    from harness import cli_flags
 
     from ssl_zoo import cli
-    flags.FLAGS(["ssl-zoo", *argv])
-    try:
+    with cli_flags(*argv):
         return getattr(cli, f"cmd_{command}")()
-    finally:
-        flags.FLAGS.unparse_flags()
 
 
 def _train(**overrides):

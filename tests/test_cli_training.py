@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from absl import app
+from harness import cli_flags, run_cli
 
 from ssl_zoo import SLAModel
 from ssl_zoo.export import export_model
@@ -24,25 +25,6 @@ TINY = dict(backbone="vgg_tile", width=0.0625)
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "ssl_zoo.cli", *args], env=ENV,
                           capture_output=True, text=True, timeout=300, cwd=cwd)
-
-
-def _cli_here(capsys, *args):
-    """`ssl-zoo <args>` through `cli.main` in this process: (exit code, stdout,
-    stderr), without a new interpreter importing TensorFlow again; the console entry
-    point itself runs as a subprocess once, in `test_cli_train_evaluate_export_list`."""
-    from absl import flags
-
-    from ssl_zoo import cli
-    capsys.readouterr()
-    code = 0
-    try:
-        cli.main(flags.FLAGS(["ssl-zoo", *args]))
-    except SystemExit as e:
-        code = e.code
-    finally:
-        flags.FLAGS.unparse_flags()
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_train_and_evaluate_writes_model_and_metrics(tmp_path):
@@ -86,30 +68,30 @@ def test_cli_train_evaluate_export_list(tmp_path, capsys):
     assert saved["config"]["mixed_precision"] == "bfloat16"
 
     # the model the console script wrote, read by the other commands in this process
-    code, out, err = _cli_here(capsys, "evaluate",
+    code, out, err = run_cli(capsys, "evaluate",
                                f"--model_path={model_dir / 'model.keras'}", *common)
     assert code == 0, err[-2000:]
     assert "single_accuracy" in out and "aggregated_accuracy" in out
 
-    code, out, err = _cli_here(
+    code, out, err = run_cli(
         capsys, "export", f"--model_path={model_dir / 'model.keras'}",
         f"--export_dir={tmp_path / 'export'}", "--inference=aggregated")
     assert code == 0, err[-2000:]
     assert (tmp_path / "export" / "saved_model.pb").exists()
 
-    code, out, _ = _cli_here(capsys, "list")
+    code, out, _ = run_cli(capsys, "list")
     assert code == 0 and "sla" in out and "resnet32_cifar" in out
 
 
 def test_cli_bad_input_is_a_named_error(tmp_path, capsys):
-    code, _, err = _cli_here(capsys, "train", "--dataset=no_such_set",
+    code, _, err = run_cli(capsys, "train", "--dataset=no_such_set",
                              f"--cache_dir={tmp_path}")
     assert code == 2
     assert "ssl-zoo train: error:" in err and "no_such_set" in err and "digits" in err
-    code, _, err = _cli_here(capsys, "train", f"--dataset={tmp_path / 'missing_dir'}")
+    code, _, err = run_cli(capsys, "train", f"--dataset={tmp_path / 'missing_dir'}")
     assert code == 2 and "missing_dir" in err
     with pytest.raises(app.UsageError, match="usage: ssl-zoo"):
-        _cli_here(capsys, "frobnicate")
+        run_cli(capsys, "frobnicate")
 
 
 def test_export_reloads_without_ssl_zoo(tmp_path):
@@ -229,18 +211,13 @@ def test_export_of_contrastive_models_and_probes(tmp_path):
     (["--method=supcon"], None, "resnet32_cifar"),  # no option-A default to replace
 ])
 def test_cli_backbone_default(argv, want, run):
-    from absl import flags
     from ssl_zoo import cli
     from ssl_zoo.models import get_method
     from ssl_zoo.training import resolve_backbone
-    flags.FLAGS.unparse_flags()
-    try:
-        flags.FLAGS(["ssl-zoo", *argv])
+    with cli_flags(*argv):
         cfg = cli._config()
         assert cfg.backbone == want
         assert resolve_backbone(cfg, get_method(cfg.method)) == run
-    finally:
-        flags.FLAGS.unparse_flags()
 
 
 def test_class_default_backbone_is_the_methods():

@@ -155,7 +155,9 @@ def test_run_archive_errors_are_named(tmp_path):
 
 
 def test_cli_pack_and_unpack(tmp_path, capsys):
-    from absl import app, flags
+    from absl import app
+    from harness import cli_flags
+
     from ssl_zoo import cli
     run = tmp_path / "run"
     (run / "backup").mkdir(parents=True)
@@ -165,12 +167,8 @@ def test_cli_pack_and_unpack(tmp_path, capsys):
          "weights": "step-0000000003.weights.h5"}))
 
     def cli_main(command, *args):
-        flags.FLAGS.unparse_flags()
-        try:
-            flags.FLAGS(["ssl-zoo", *args])
+        with cli_flags(*args):
             cli.main(["ssl-zoo", command])
-        finally:
-            flags.FLAGS.unparse_flags()
         return capsys.readouterr()
 
     archive = tmp_path / "run.tar.gz"
