@@ -21,6 +21,7 @@ import os
 import sys
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)   # ssl_zoo (update_doc_table's atomic write), uninstalled too
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from plotting import pyplot, run_script, save_figure  # noqa: E402
@@ -103,15 +104,10 @@ def update_doc_table(result, doc=DOC):
     end = text.find("\n\n", start)
     end = len(text) if end < 0 else end
     new = text[:start] + "\n".join(accuracy_table(result)) + text[end:]
-    if new != text:   # whole or not at all (no ssl_zoo import: this script needs no TF)
-        tmp = f"{doc}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(new)
-            os.replace(tmp, doc)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    if new != text:
+        from ssl_zoo.utils.io import atomic_write   # whole or not at all
+        with atomic_write(doc, "w") as f:
+            f.write(new)
     return new != text
 
 
